@@ -1,0 +1,1 @@
+"""Keeps the repository root importable, so tests run against the source tree."""

@@ -1,0 +1,1 @@
+"""The Apple MDM protocol model: enrollments, check-in messages, commands and reports."""

@@ -1,0 +1,1 @@
+"""The service chain: each MDM request passes through these in order."""

@@ -1,0 +1,1 @@
+"""Storage backends; each provides every role in ``interfaces``."""
