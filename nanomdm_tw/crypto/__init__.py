@@ -1,0 +1,1 @@
+"""Device identity: certificates, CMS signatures, trust and the development CA."""
