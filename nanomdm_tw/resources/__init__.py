@@ -1,0 +1,1 @@
+"""twisted.web resource trees for the MDM endpoints and the API."""

@@ -1,0 +1,200 @@
+"""
+The running server: storage, the service chain and the HTTP site, started
+and stopped as one Twisted service.
+
+``Settings`` is what the command line (tap.py) or a .tac file decides;
+``NanoMDMService`` does all I/O in ``startService``, none at construction.
+"""
+
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from .crypto.devca import DevelopmentCA
+from .crypto.identity import DeviceIdentity
+from .crypto.trust import TrustStore
+from .resources.api import build_api
+from .resources.body import DEFAULT_MAX_BODY_SIZE, LimitedRequest
+from .resources.mdm import Accepts, MDMEndpoint
+from .resources.version import VersionResource
+from .services.certauth import CertAuthService
+from .services.core import CoreService
+from .services.dump import DumpService
+from .services.interfaces import IMDMService
+from .storage import make_storage
+from .storage.interfaces import IStorage
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    name: str = "sqlite"
+    dsn: str = "db"
+    options: str = ""
+
+
+@dataclass
+class Settings:
+    """Every server setting, named as NanoMDM's flags are."""
+
+    listen: str = "tcp:9000"
+    api_key: str = ""
+    ca: str = ""
+    intermediate: str = ""
+    cert_header: str = ""
+    checkin: bool = False
+    debug: bool = False
+    dump: bool = False
+    disable_mdm: bool = False
+    migration: bool = False
+    retro: bool = False
+    ua_zl_dc: bool = False
+    dev: bool = False
+    storage: StorageSpec = field(default_factory=StorageSpec)
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+
+    @property
+    def data_dir(self) -> Path:
+        """Where --dev keeps its CA and API key: the storage folder, else ./db."""
+        if self.storage.name in ("sqlite", "file") and self.storage.dsn:
+            path = Path(self.storage.dsn)
+            return path.parent if path.suffix else path
+        return Path("db")
+
+
+class MDMSite(Site):
+    """A Site with our body limit; per-request logging is ours, not Site's."""
+
+    requestFactory = LimitedRequest
+
+    def __init__(self, root: Resource, max_body_size: int):
+        super().__init__(root)
+        self.max_body_size = max_body_size
+
+    def log(self, request: object) -> None:
+        """Access logging happens in async_render, with trace and enrollment IDs."""
+
+
+def build_service_chain(settings: Settings, storage: IStorage) -> IMDMService:
+    """Core service last, cert auth before it, dump outermost (as NanoMDM chains them)."""
+    chain: IMDMService = CoreService(storage, ua_zero_length_challenge=settings.ua_zl_dc)
+    chain = CertAuthService(chain, storage, retro=settings.retro)
+    if settings.dump:
+        chain = DumpService(chain, sys.stdout)
+    return chain
+
+
+def build_root(
+    settings: Settings, storage: IStorage, identity: DeviceIdentity, api_key: str
+) -> Resource:
+    root = Resource()
+    root.putChild(b"version", VersionResource())
+    if not settings.disable_mdm:
+        chain = build_service_chain(settings, storage)
+        if settings.checkin:
+            root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.REPORTS))
+            root.putChild(b"checkin", MDMEndpoint(chain, identity, Accepts.CHECKINS))
+        else:
+            root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.BOTH))
+    if api_key:
+        root.putChild(b"v1", build_api(api_key, storage))
+    return root
+
+
+class NanoMDMService(Service):
+    _log = Logger()
+
+    def __init__(self, settings: Settings, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.settings = settings
+        self._reactor = reactor
+        self.storage: IStorage | None = None
+        self.port: IListeningPort | None = None
+        self.api_key = settings.api_key
+        self.development_ca: DevelopmentCA | None = None
+        self.ready: Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = Deferred.fromCoroutine(self._start())
+        self.ready.addErrback(self._start_failed)
+
+    def _start_failed(self, failure) -> None:
+        self._log.critical(
+            "nanomdm-tw could not start: {error}", error=failure.getErrorMessage()
+        )
+        if self._reactor.running:
+            self._reactor.stop()
+        return failure
+
+    async def _start(self) -> None:
+        settings = self.settings
+        storage = make_storage(
+            settings.storage.name, settings.storage.dsn, settings.storage.options
+        )
+        await storage.open()
+        self.storage = storage
+        trust = self._trust_store()
+        identity = DeviceIdentity(trust, settings.cert_header or None)
+        root = build_root(settings, storage, identity, self.api_key)
+        site = MDMSite(root, settings.max_body_size)
+        endpoint = serverFromString(self._reactor, settings.listen)
+        self.port = await endpoint.listen(site)
+        address = self.port.getHost()
+        self._log.info(
+            "nanomdm-tw listening on {host}:{port} (storage {storage})",
+            host=address.host,
+            port=address.port,
+            storage=settings.storage.name,
+        )
+
+    def _trust_store(self) -> TrustStore | None:
+        settings = self.settings
+        if settings.ca:
+            return TrustStore.from_files(settings.ca, settings.intermediate or None)
+        if settings.dev:
+            self._prepare_development()
+            return TrustStore(self.development_ca.cert_pem)
+        return None
+
+    def _prepare_development(self) -> None:
+        """--dev without --ca: a CA and an API key kept in the data folder."""
+        folder = self.settings.data_dir
+        ca_folder = folder / "devca"
+        if (ca_folder / "ca.pem").exists():
+            self.development_ca = DevelopmentCA.load(ca_folder)
+        else:
+            self.development_ca = DevelopmentCA.create()
+            self.development_ca.save(ca_folder)
+        if not self.api_key:
+            key_file = folder / "api-key"
+            if not key_file.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                key_file.touch(mode=0o600)
+                key_file.write_text(secrets.token_urlsafe(24) + "\n")
+            self.api_key = key_file.read_text().strip()
+            self._log.warn("API key (user nanomdm) is in {path}", path=str(key_file))
+        self._log.warn(
+            "DEVELOPMENT ONLY: devices are trusted when issued by the development CA"
+            " in {path}; never use --dev in production",
+            path=str(ca_folder),
+        )
+
+    async def _stop(self) -> None:
+        if self.port is not None:
+            await self.port.stopListening()
+        if self.storage is not None:
+            await self.storage.close()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())

@@ -1,0 +1,160 @@
+"""
+``twistd nanomdm``: NanoMDM's flags as Twisted options.
+
+Every flag keeps NanoMDM's name (``--api`` for ``-api``) and can also come
+from the environment as ``NANOMDM_<NAME>`` (``--storage-dsn`` from
+``NANOMDM_STORAGE_DSN``): a flag beats the environment, which beats the
+default.  Contradictions stop start-up with one clear line.
+"""
+
+import os
+import re
+import sys
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from . import __version__
+from .resources.body import DEFAULT_MAX_BODY_SIZE
+from .server import NanoMDMService, Settings, StorageSpec
+from .storage import STORAGE_NAMES, parse_storage_options
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def endpoint_from_listen(listen: str) -> str:
+    """NanoMDM's ``[host]:port`` form as a Twisted endpoint string; endpoints pass through."""
+    match = re.fullmatch(r"(\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)", listen)
+    if match is None:
+        if re.match(r"^[a-z0-9]+:", listen):
+            return listen
+        raise usage.UsageError(f"--listen: cannot understand {listen!r}")
+    host = match.group("v6") or match.group("host") or ""
+    endpoint = "tcp:" + match.group("port")
+    if host:
+        endpoint += ":interface=" + host.replace(":", r"\:")
+    return endpoint
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "An Apple MDM server, drop-in compatible with NanoMDM."
+
+    optParameters = [
+        ["listen", None, None, "HTTP listen address: NanoMDM's [host]:port or a Twisted endpoint string [default: :9000]"],
+        ["api", None, None, "API key for API endpoints (HTTP Basic, user nanomdm)"],
+        ["ca", None, None, "path to PEM CA cert(s) that issue device identities"],
+        ["intermediate", None, None, "path to PEM intermediate cert(s)"],
+        ["cert-header", None, None, "HTTP header containing the TLS client certificate (RFC 9440 or URL-escaped PEM)"],
+        ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
+    ]
+    optFlags = [
+        ["checkin", None, "enable separate HTTP endpoint for MDM check-ins"],
+        ["debug", None, "log debug messages"],
+        ["dump", None, "dump MDM requests and responses to stdout"],
+        ["disable-mdm", None, "disable MDM HTTP endpoint"],
+        ["migration", None, "HTTP endpoint for enrollment migrations"],
+        ["retro", None, "allow retroactive certificate-authorization association"],
+        ["ua-zl-dc", None, "reply with zero-length DigestChallenge for UserAuthenticate"],
+        ["dev", None, "quick start: without --ca, create a development CA and API key in the data folder"],
+    ]
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self["storage"], self["storage-dsn"], self["storage-options"] = [], [], []
+
+    def opt_version(self) -> None:
+        """print version and exit"""
+        print(__version__)
+        sys.exit(0)
+
+    def opt_storage(self, name: str) -> None:
+        """name of storage backend (inmem, sqlite) [default: sqlite]"""
+        self["storage"].append(name)
+
+    def opt_storage_dsn(self, dsn: str) -> None:
+        """storage data source name [default: db]"""
+        self["storage-dsn"].append(dsn)
+
+    opt_dsn = opt_storage_dsn
+
+    def opt_storage_options(self, options: str) -> None:
+        """storage backend options, e.g. delete=1"""
+        self["storage-options"].append(options)
+
+    def _from_environment(self) -> None:
+        """Fill what the command line left unset from NANOMDM_* variables."""
+        for name, *_ in self.optParameters:
+            if self[name] is None:
+                self[name] = self.environ.get(_env_name(name))
+        for name, *_ in self.optFlags:
+            if not self[name]:
+                self[name] = self.environ.get(_env_name(name), "").lower() in TRUE_WORDS
+        for name in ("storage", "storage-dsn", "storage-options"):
+            if not self[name] and _env_name(name) in self.environ:
+                self[name] = [self.environ[_env_name(name)]]
+
+    def _storage_spec(self) -> StorageSpec:
+        names, dsns, options = self["storage"], self["storage-dsn"], self["storage-options"]
+        if len(names) > 1 or len(dsns) > 1 or len(options) > 1:
+            raise usage.UsageError("only one --storage backend is supported so far")
+        name = names[0] if names else "sqlite"
+        if name not in STORAGE_NAMES:
+            raise usage.UsageError(
+                f"--storage: unknown backend {name!r} (known: {', '.join(STORAGE_NAMES)})"
+            )
+        try:
+            parse_storage_options(options[0] if options else "")
+        except ValueError as e:
+            raise usage.UsageError(f"--storage-options: {e}")
+        return StorageSpec(
+            name=name,
+            dsn=dsns[0] if dsns else ("db" if name in ("sqlite", "file") else ""),
+            options=options[0] if options else "",
+        )
+
+    def postOptions(self) -> None:
+        self._from_environment()
+        if self["disable-mdm"] and not self["api"]:
+            raise usage.UsageError("--disable-mdm needs --api: nothing would be served")
+        if not self["disable-mdm"] and not self["ca"] and not self["dev"]:
+            raise usage.UsageError(
+                "--ca is required to authenticate devices (or --dev for a development CA)"
+            )
+        if self["migration"]:
+            raise usage.UsageError("--migration: the migration endpoint is not available yet")
+        for name in ("ca", "intermediate"):
+            if self[name] and not os.path.isfile(self[name]):
+                raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
+        try:
+            max_body_size = int(self["max-body-size"] or DEFAULT_MAX_BODY_SIZE)
+        except ValueError:
+            raise usage.UsageError("--max-body-size must be a number of bytes")
+        self.settings = Settings(
+            listen=endpoint_from_listen(self["listen"] or ":9000"),
+            api_key=self["api"] or "",
+            ca=self["ca"] or "",
+            intermediate=self["intermediate"] or "",
+            cert_header=self["cert-header"] or "",
+            checkin=self["checkin"],
+            debug=self["debug"],
+            dump=self["dump"],
+            disable_mdm=self["disable-mdm"],
+            migration=self["migration"],
+            retro=self["retro"],
+            ua_zl_dc=self["ua-zl-dc"],
+            dev=self["dev"],
+            storage=self._storage_spec(),
+            max_body_size=max_body_size,
+        )
+
+
+def _env_name(option: str) -> str:
+    return "NANOMDM_" + option.upper().replace("-", "_")
+
+
+def makeService(config: Options, reactor=None) -> IService:
+    top = MultiService()
+    NanoMDMService(config.settings, reactor).setServiceParent(top)
+    return top
