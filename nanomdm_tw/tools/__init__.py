@@ -1,0 +1,1 @@
+"""Tools around the server: a device simulator and a benchmark."""
