@@ -60,10 +60,13 @@ class Settings:
     dev: bool = False
     storage: StorageSpec = field(default_factory=StorageSpec)
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    data_dir_override: str = ""
 
     @property
     def data_dir(self) -> Path:
         """Where --dev keeps its CA and API key: the storage folder, else ./db."""
+        if self.data_dir_override:
+            return Path(self.data_dir_override)
         if self.storage.name in ("sqlite", "file") and self.storage.dsn:
             path = Path(self.storage.dsn)
             return path.parent if path.suffix else path

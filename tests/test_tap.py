@@ -1,0 +1,178 @@
+"""The command line: NanoMDM's flags, NANOMDM_* variables, and the twistd plugin."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+
+from nanomdm_tw.resources.body import DEFAULT_MAX_BODY_SIZE
+from nanomdm_tw.server import Settings, StorageSpec
+from nanomdm_tw.tap import Options, endpoint_from_listen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
+    options = Options(environ=environ or {})
+    options.parseOptions(argv)
+    return options.settings
+
+
+def test_defaults_with_ca(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    assert parse(["--ca", str(ca)]) == Settings(
+        listen="tcp:9000",
+        ca=str(ca),
+        storage=StorageSpec("sqlite", "db", ""),
+        max_body_size=DEFAULT_MAX_BODY_SIZE,
+    )
+
+
+def test_every_flag(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    intermediate = tmp_path / "int.pem"
+    ca.write_text("x")
+    intermediate.write_text("x")
+    argv = [
+        "--listen", "127.0.0.1:9001", "--api", "k", "--ca", str(ca),
+        "--intermediate", str(intermediate), "--cert-header", "X-Client-Cert",
+        "--checkin", "--debug", "--dump", "--retro", "--ua-zl-dc",
+        "--storage", "inmem", "--storage-options", "delete=1", "--max-body-size", "1000",
+    ]  # fmt: skip
+    assert parse(argv) == Settings(
+        listen="tcp:9001:interface=127.0.0.1",
+        api_key="k",
+        ca=str(ca),
+        intermediate=str(intermediate),
+        cert_header="X-Client-Cert",
+        checkin=True,
+        debug=True,
+        dump=True,
+        retro=True,
+        ua_zl_dc=True,
+        storage=StorageSpec("inmem", "", "delete=1"),
+        max_body_size=1000,
+    )
+
+
+def test_environment_fills_what_flags_leave_unset() -> None:
+    environ = {
+        "NANOMDM_API": "from-env",
+        "NANOMDM_LISTEN": ":9100",
+        "NANOMDM_DEV": "true",
+        "NANOMDM_STORAGE": "inmem",
+        "NANOMDM_DUMP": "1",
+    }
+    settings = parse(["--api", "from-flag"], environ)
+    assert settings == Settings(
+        listen="tcp:9100",
+        api_key="from-flag",
+        dev=True,
+        dump=True,
+        storage=StorageSpec("inmem", "", ""),
+    )
+
+
+@pytest.mark.parametrize(
+    "listen, endpoint",
+    [
+        (":9000", "tcp:9000"),
+        ("0.0.0.0:8080", "tcp:8080:interface=0.0.0.0"),
+        ("[::1]:9000", r"tcp:9000:interface=\:\:1"),
+        ("tcp:9000:interface=::1", "tcp:9000:interface=::1"),
+        ("unix:/run/nanomdm.sock", "unix:/run/nanomdm.sock"),
+    ],
+)
+def test_listen_forms(listen: str, endpoint: str) -> None:
+    assert endpoint_from_listen(listen) == endpoint
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dev", "--disable-mdm"], "--disable-mdm needs --api"),
+        ([], "--ca is required"),
+        (["--ca", "/nonexistent/ca.pem"], "no such file"),
+        (["--dev", "--storage", "nosuch"], "unknown backend"),
+        (["--dev", "--storage-options", "delete"], "--storage-options"),
+        (["--dev", "--listen", "nonsense"], "--listen"),
+        (["--dev", "--max-body-size", "big"], "--max-body-size"),
+    ],
+)
+def test_contradictions_stop_with_one_clear_line(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse(argv)
+
+
+def test_plugin_is_found() -> None:
+    names = [maker.tapname for maker in getPlugins(IServiceMaker)]
+    assert "nanomdm" in names
+
+
+def _run_until_version(args: list[str], cwd: Path, port: int) -> dict:
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    twistd = Path(sys.executable).parent / "twistd"
+    process = subprocess.Popen(
+        [str(twistd), "--pidfile=", "--logfile=-", *args],
+        cwd=cwd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/version") as answer:
+                    return answer.status, answer.read()
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode()
+                    raise AssertionError("server did not answer:\n" + output)
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_twistd_plugin_serves_version(tmp_path: Path) -> None:
+    port = _free_port()
+    status, body = _run_until_version(
+        ["-n", "nanomdm", "--dev", "--listen", f"127.0.0.1:{port}",
+         "--storage-dsn", str(tmp_path / "db")],
+        tmp_path, port,
+    )  # fmt: skip
+    assert status == 200
+    assert b'"version"' in body
+    assert (tmp_path / "db" / "devca" / "ca.pem").exists()
+    assert (tmp_path / "db" / "api-key").stat().st_mode & 0o077 == 0
+
+
+def test_tac_starts(tmp_path: Path) -> None:
+    port = _free_port()
+    environ_extra = {
+        "NANOMDM_DEV": "1",
+        "NANOMDM_LISTEN": f"127.0.0.1:{port}",
+        "NANOMDM_STORAGE_DSN": str(tmp_path / "db"),
+    }
+    os.environ.update(environ_extra)
+    try:
+        status, body = _run_until_version(["-ny", str(ROOT / "nanomdm.tac")], tmp_path, port)
+    finally:
+        for name in environ_extra:
+            del os.environ[name]
+    assert status == 200
+    assert b'"version"' in body
