@@ -203,10 +203,12 @@ class DevelopmentCA:
     def issue_device_identity(
         self, common_name: str, key_type: str = "rsa"
     ) -> tuple[x509.Certificate, PrivateKey]:
-        """A device identity as a SCEP server issues it: client auth, digital signature."""
+        """A device identity as SCEP issues it: client auth, digital signature."""
         key = generate_key(key_type)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = self.issue(subject, key.public_key(), [ExtendedKeyUsageOID.CLIENT_AUTH])
+        cert = self.issue(
+            subject, key.public_key(), [ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
         return cert, key
 
     def issue_push_certificate(
@@ -221,7 +223,9 @@ class DevelopmentCA:
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
             ]
         )
-        cert = self.issue(subject, key.public_key(), [ExtendedKeyUsageOID.CLIENT_AUTH])
+        cert = self.issue(
+            subject, key.public_key(), [ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
         return cert, key
 
     def issue_intermediate(self, common_name: str) -> "DevelopmentCA":

@@ -1,0 +1,54 @@
+"""
+Which certificate a request proves, and whether we trust it.
+
+This is NanoMDM's certificate middleware chain in one object: extract the
+certificate (``-cert-header`` or ``Mdm-Signature``), then verify it against
+``-ca`` when one is configured.
+"""
+
+import hashlib
+from typing import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import MessageError
+from .certheader import certificate_from_header
+from .cms import decode_mdm_signature
+from .trust import TrustStore
+
+MDM_SIGNATURE_HEADER = b"Mdm-Signature"
+
+
+def cert_hash(cert: x509.Certificate) -> str:
+    """Lowercase hex SHA-256 of the DER: the key of cert auth associations."""
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+class DeviceIdentity:
+    def __init__(self, trust: TrustStore | None, cert_header: str | None):
+        self._trust = trust
+        self._cert_header = cert_header.encode("ascii") if cert_header else None
+
+    def certificate(
+        self, headers_get: Callable[[bytes], bytes | None], body: bytes
+    ) -> x509.Certificate:
+        """
+        The verified device certificate of a request.
+
+        MessageError (400) when it is missing or its signature is bad,
+        AuthenticationError (403) when it does not chain to our CAs.
+        """
+        if self._cert_header:
+            value = headers_get(self._cert_header)
+            if not value:
+                raise MessageError("missing certificate header")
+            cert = certificate_from_header(value)
+        else:
+            value = headers_get(MDM_SIGNATURE_HEADER)
+            if not value:
+                raise MessageError("missing Mdm-Signature header")
+            cert = decode_mdm_signature(value, body)
+        if self._trust is not None:
+            self._trust.verify(cert)
+        return cert

@@ -1,0 +1,125 @@
+"""
+Is a device certificate one of ours?  The ``-ca`` / ``-intermediate`` check.
+
+NanoMDM runs Go's ``x509.Certificate.Verify`` with the ``-ca`` roots, the
+``-intermediate`` pool and ``ExtKeyUsageClientAuth``.  We build the chain
+with OpenSSL (through pyOpenSSL's X509Store) and then apply Go's extended
+key usage rule ourselves.  OpenSSL, like Go, accepts the certificates SCEP
+servers in the field issue (no EKU at all, no AKI, odd key usages,
+non-critical basic constraints); cryptography's ``x509.verification.PolicyBuilder``
+enforces the CA/Browser Forum profile and refuses many of them, which would
+unenroll working fleets.
+"""
+
+import datetime
+import hashlib
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from OpenSSL import crypto
+
+from ..errors import AuthenticationError
+
+_CLIENT_USAGES = frozenset(
+    {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+)
+
+
+class _WallClock:
+    def seconds(self) -> float:
+        return time.time()
+
+
+def load_pem_certificates(pems: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle; none for an empty bundle."""
+    if not pems.strip():
+        return []
+    return x509.load_pem_x509_certificates(pems)
+
+
+class TrustStore:
+    """
+    Verifies device certificates against the configured CAs, with a cache.
+
+    A device presents the same certificate on every request, so a success
+    is remembered (by the SHA-256 of the DER) until the earliest notAfter in
+    its chain.  Failures are not remembered: a fixed CA file or clock must
+    take effect at once.  ``clock`` (an ``IReactorTime``) is the time both
+    for validity and for the cache.
+    """
+
+    def __init__(
+        self,
+        ca_pems: bytes,
+        intermediate_pems: bytes = b"",
+        clock=None,
+        cache_size: int = 10000,
+    ):
+        roots = load_pem_certificates(ca_pems)
+        if not roots:
+            raise ValueError("no CA certificates given")
+        self._store = crypto.X509Store()
+        for root in roots:
+            self._store.add_cert(crypto.X509.from_cryptography(root))
+        self._intermediates = [
+            crypto.X509.from_cryptography(cert)
+            for cert in load_pem_certificates(intermediate_pems)
+        ]
+        self._clock = clock or _WallClock()
+        self._cache_size = cache_size
+        self._verified: OrderedDict[bytes, float] = OrderedDict()
+
+    @classmethod
+    def from_files(
+        cls, ca_path: str | Path, intermediate_path: str | Path | None = None, **kw
+    ) -> "TrustStore":
+        intermediates = b""
+        if intermediate_path:
+            intermediates = Path(intermediate_path).read_bytes()
+        return cls(Path(ca_path).read_bytes(), intermediates, **kw)
+
+    def verify(self, cert: x509.Certificate) -> None:
+        """Raise AuthenticationError unless ``cert`` is a valid client cert of ours."""
+        now = self._clock.seconds()
+        key = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+        expires = self._verified.get(key)
+        if expires is not None:
+            if now < expires:
+                self._verified.move_to_end(key)
+                return
+            del self._verified[key]
+        self._verified[key] = self._verify_chain(cert, now)
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+
+    def _verify_chain(self, cert: x509.Certificate, now: float) -> float:
+        """Verify at time ``now``; the time until which the result holds."""
+        self._store.set_time(
+            datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(
+                tzinfo=None
+            )
+        )
+        context = crypto.X509StoreContext(
+            self._store, crypto.X509.from_cryptography(cert), self._intermediates
+        )
+        try:
+            chain = [c.to_cryptography() for c in context.get_verified_chain()]
+        except crypto.X509StoreContextError as e:
+            raise AuthenticationError(f"device certificate not trusted: {e}")
+        for link in chain:
+            _check_client_usage(link)
+        return min(c.not_valid_after_utc for c in chain).timestamp()
+
+
+def _check_client_usage(cert: x509.Certificate) -> None:
+    """Go's rule: a cert with an EKU extension must allow client auth (or any)."""
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if _CLIENT_USAGES.isdisjoint(usages):
+        raise AuthenticationError("device certificate not valid for client auth")

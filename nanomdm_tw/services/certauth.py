@@ -1,0 +1,107 @@
+"""
+Cert auth: bind each enrollment to the certificate that enrolled it.
+
+A certificate chaining to our CA proves a device is one of ours, not which
+one.  Like NanoMDM's service/certauth, the Authenticate check-in associates
+the SHA-256 of the certificate with the device-channel enrollment ID, and
+every later request of that device (and of its user channels) must present
+a certificate associated with it.  Refusals happen before the next service
+runs, so nothing of a refused request is stored.
+"""
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..crypto.identity import cert_hash
+from ..errors import AuthenticationError, MessageError
+from ..mdm.messages import Authenticate, CheckinMessage, Command, CommandReport
+from ..mdm.request import MDMRequest
+from ..storage.interfaces import ICertAuthStore
+from .interfaces import IMDMService
+
+
+@implementer(IMDMService)
+class CertAuthService:
+    """
+    ``retro`` (NanoMDM's ``-retro``) lets an enrollment enrolled before cert
+    auth was turned on gain an association on any request; it never
+    replaces an association, nor takes a certificate associated elsewhere.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, next_service: IMDMService, store: ICertAuthStore, retro: bool = False
+    ):
+        self._next = next_service
+        self._store = store
+        self._retro = retro
+
+    async def checkin(
+        self, request: MDMRequest, message: CheckinMessage
+    ) -> bytes | None:
+        if isinstance(message, Authenticate):
+            await self._associate_new(request)
+        else:
+            await self._validate_existing(request)
+        return await self._next.checkin(request, message)
+
+    async def command_report(
+        self, request: MDMRequest, report: CommandReport
+    ) -> Command | None:
+        await self._validate_existing(request)
+        return await self._next.command_report(request, report)
+
+    def _cert_sha256(self, request: MDMRequest) -> str:
+        if request.certificate is None:
+            raise MessageError("missing MDM certificate")
+        return cert_hash(request.certificate)
+
+    async def _associate_new(self, request: MDMRequest) -> None:
+        """Authenticate: a new enrollment takes a certificate no one else has."""
+        enrollment_id = request.enroll_id.device_channel_id
+        cert_sha256 = self._cert_sha256(request)
+        if await self._store.has_cert_hash(cert_sha256):
+            # A device re-sending Authenticate with its own certificate is fine.
+            if not await self._store.is_cert_cert_sha256associated(enrollment_id, cert_sha256):
+                self._refuse(request, cert_sha256, "cert re-use not permitted")
+        await self._store.associate_cert_hash(enrollment_id, cert_sha256)
+        self._log.info(
+            "cert auth: associated cert_hash={cert_hash} enrollment_id={enrollment_id}"
+            " trace_id={trace_id}",
+            cert_hash=cert_sha256,
+            enrollment_id=enrollment_id,
+            trace_id=request.trace_id,
+        )
+
+    async def _validate_existing(self, request: MDMRequest) -> None:
+        """Any other request: the pair must exist, or (retro) may be created."""
+        enrollment_id = request.enroll_id.device_channel_id
+        cert_sha256 = self._cert_sha256(request)
+        if await self._store.is_cert_cert_sha256associated(enrollment_id, cert_sha256):
+            return
+        if not self._retro:
+            self._refuse(request, cert_sha256, "enrollment not associated with cert")
+        if await self._store.enrollment_has_cert_hash(enrollment_id):
+            self._refuse(request, cert_sha256, "enrollment has another cert associated")
+        if await self._store.has_cert_hash(cert_sha256):
+            self._refuse(request, cert_sha256, "cert re-use not permitted")
+        await self._store.associate_cert_hash(enrollment_id, cert_sha256)
+        self._log.info(
+            "cert auth: retroactively associated cert_hash={cert_hash}"
+            " enrollment_id={enrollment_id} trace_id={trace_id}",
+            cert_hash=cert_sha256,
+            enrollment_id=enrollment_id,
+            trace_id=request.trace_id,
+        )
+
+    def _refuse(self, request: MDMRequest, cert_sha256: str, reason: str) -> None:
+        self._log.warn(
+            "cert auth refused: {reason} enrollment_id={enrollment_id}"
+            " cert_hash={cert_hash} trace_id={trace_id}",
+            reason=reason,
+            enrollment_id=request.enroll_id.device_channel_id,
+            cert_hash=cert_sha256,
+            trace_id=request.trace_id,
+        )
+        raise AuthenticationError("cert auth: " + reason)
