@@ -12,7 +12,7 @@ runs, so nothing of a refused request is stored.
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..crypto.identity import cert_hash
+from ..crypto import identity
 from ..errors import AuthenticationError, MessageError
 from ..mdm.messages import Authenticate, CheckinMessage, Command, CommandReport
 from ..mdm.request import MDMRequest
@@ -52,24 +52,24 @@ class CertAuthService:
         await self._validate_existing(request)
         return await self._next.command_report(request, report)
 
-    def _cert_sha256(self, request: MDMRequest) -> str:
+    def _cert_hash(self, request: MDMRequest) -> str:
         if request.certificate is None:
             raise MessageError("missing MDM certificate")
-        return cert_hash(request.certificate)
+        return identity.cert_hash(request.certificate)
 
     async def _associate_new(self, request: MDMRequest) -> None:
         """Authenticate: a new enrollment takes a certificate no one else has."""
         enrollment_id = request.enroll_id.device_channel_id
-        cert_sha256 = self._cert_sha256(request)
-        if await self._store.has_cert_hash(cert_sha256):
+        cert_hash = self._cert_hash(request)
+        if await self._store.has_cert_hash(cert_hash):
             # A device re-sending Authenticate with its own certificate is fine.
-            if not await self._store.is_cert_cert_sha256associated(enrollment_id, cert_sha256):
-                self._refuse(request, cert_sha256, "cert re-use not permitted")
-        await self._store.associate_cert_hash(enrollment_id, cert_sha256)
+            if not await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
+                raise self._refusal(request, cert_hash, "cert re-use not permitted")
+        await self._store.associate_cert_hash(enrollment_id, cert_hash)
         self._log.info(
             "cert auth: associated cert_hash={cert_hash} enrollment_id={enrollment_id}"
             " trace_id={trace_id}",
-            cert_hash=cert_sha256,
+            cert_hash=cert_hash,
             enrollment_id=enrollment_id,
             trace_id=request.trace_id,
         )
@@ -77,31 +77,34 @@ class CertAuthService:
     async def _validate_existing(self, request: MDMRequest) -> None:
         """Any other request: the pair must exist, or (retro) may be created."""
         enrollment_id = request.enroll_id.device_channel_id
-        cert_sha256 = self._cert_sha256(request)
-        if await self._store.is_cert_cert_sha256associated(enrollment_id, cert_sha256):
+        cert_hash = self._cert_hash(request)
+        if await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
             return
         if not self._retro:
-            self._refuse(request, cert_sha256, "enrollment not associated with cert")
+            raise self._refusal(request, cert_hash, "enrollment not associated with cert")
         if await self._store.enrollment_has_cert_hash(enrollment_id):
-            self._refuse(request, cert_sha256, "enrollment has another cert associated")
-        if await self._store.has_cert_hash(cert_sha256):
-            self._refuse(request, cert_sha256, "cert re-use not permitted")
-        await self._store.associate_cert_hash(enrollment_id, cert_sha256)
+            raise self._refusal(request, cert_hash, "enrollment has another cert associated")
+        if await self._store.has_cert_hash(cert_hash):
+            raise self._refusal(request, cert_hash, "cert re-use not permitted")
+        await self._store.associate_cert_hash(enrollment_id, cert_hash)
         self._log.info(
             "cert auth: retroactively associated cert_hash={cert_hash}"
             " enrollment_id={enrollment_id} trace_id={trace_id}",
-            cert_hash=cert_sha256,
+            cert_hash=cert_hash,
             enrollment_id=enrollment_id,
             trace_id=request.trace_id,
         )
 
-    def _refuse(self, request: MDMRequest, cert_sha256: str, reason: str) -> None:
+    def _refusal(
+        self, request: MDMRequest, cert_hash: str, reason: str
+    ) -> AuthenticationError:
+        """Log a refusal; the error to raise for it."""
         self._log.warn(
             "cert auth refused: {reason} enrollment_id={enrollment_id}"
             " cert_hash={cert_hash} trace_id={trace_id}",
             reason=reason,
             enrollment_id=request.enroll_id.device_channel_id,
-            cert_hash=cert_sha256,
+            cert_hash=cert_hash,
             trace_id=request.trace_id,
         )
-        raise AuthenticationError("cert auth: " + reason)
+        return AuthenticationError("cert auth: " + reason)
