@@ -19,6 +19,11 @@ from ..mdm.request import MDMRequest
 from ..storage.interfaces import ICertAuthStore
 from .interfaces import IMDMService
 
+# Refusal reasons, worded as NanoMDM's errors are.
+NO_CERT_REUSE = "cert re-use not permitted"
+NO_CERT_ASSOC = "enrollment not associated with cert"
+OTHER_CERT_ASSOC = "enrollment has another cert associated"
+
 
 @implementer(IMDMService)
 class CertAuthService:
@@ -64,7 +69,7 @@ class CertAuthService:
         if await self._store.has_cert_hash(cert_hash):
             # A device re-sending Authenticate with its own certificate is fine.
             if not await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
-                raise self._refusal(request, cert_hash, "cert re-use not permitted")
+                raise self._refusal(request, cert_hash, NO_CERT_REUSE)
         await self._store.associate_cert_hash(enrollment_id, cert_hash)
         self._log.info(
             "cert auth: associated cert_hash={cert_hash} enrollment_id={enrollment_id}"
@@ -81,11 +86,11 @@ class CertAuthService:
         if await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
             return
         if not self._retro:
-            raise self._refusal(request, cert_hash, "enrollment not associated with cert")
+            raise self._refusal(request, cert_hash, NO_CERT_ASSOC)
         if await self._store.enrollment_has_cert_hash(enrollment_id):
-            raise self._refusal(request, cert_hash, "enrollment has another cert associated")
+            raise self._refusal(request, cert_hash, OTHER_CERT_ASSOC)
         if await self._store.has_cert_hash(cert_hash):
-            raise self._refusal(request, cert_hash, "cert re-use not permitted")
+            raise self._refusal(request, cert_hash, NO_CERT_REUSE)
         await self._store.associate_cert_hash(enrollment_id, cert_hash)
         self._log.info(
             "cert auth: retroactively associated cert_hash={cert_hash}"
