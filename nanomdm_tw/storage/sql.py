@@ -1,0 +1,712 @@
+"""
+The SQL layer every relational backend shares.
+
+Queries are written once, against NanoMDM's MySQL table and column names,
+with ``?`` placeholders.  A ``Dialect`` rewrites placeholders into the
+driver's paramstyle and spells the upsert, the one statement the dialects
+disagree on.  A backend subclass supplies the adbapi pool, the dialect and
+the schema version bookkeeping; every storage method is one
+``runInteraction``, so one transaction.
+"""
+
+import base64
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..mdm.messages import (
+    Authenticate,
+    Command,
+    CommandReport,
+    GetBootstrapToken,
+    SetBootstrapToken,
+    TokenUpdate,
+    UserAuthenticate,
+)
+from ..mdm.request import MDMRequest
+from . import (
+    NOT_NOW,
+    QUEUE_ERROR_ALREADY_QUEUED,
+    QUEUE_ERROR_UNKNOWN,
+    QUEUE_ERROR_UUID_CONFLICT,
+    identity_cert_pem,
+    new_stale_token,
+)
+from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
+
+# Bound parameters per statement stay well under every driver's limit.
+_CHUNK = 500
+
+# Tables whose rows come and go with commands; row_counts reports them.
+QUEUE_TABLES = ("commands", "command_results", "enrollment_queue")
+
+_SCHEMA_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the SQL databases we speak to."""
+
+    name: str  # also the folder under schema/ holding its versioned files
+    paramstyle: str  # "qmark" (sqlite3) or "format" (pymysql, psycopg)
+    upsert_style: str  # "on_conflict" (SQLite, PostgreSQL) or "on_duplicate_key"
+
+    def sql(self, query: str) -> str:
+        if self.paramstyle == "qmark":
+            return query
+        return query.replace("?", "%s")
+
+    def upsert(
+        self,
+        table: str,
+        values: dict[str, str],
+        key: Sequence[str],
+        copy: Sequence[str] = (),
+        assign: Sequence[str] = (),
+    ) -> str:
+        """
+        INSERT one row, or on a key conflict update the existing one.
+
+        ``values`` maps columns to SQL expressions (``?`` or e.g.
+        CURRENT_TIMESTAMP); ``copy`` columns take the new row's value;
+        ``assign`` holds extra ``column = expression`` clauses, where
+        ``table.column`` means the existing row's value.  Nothing to copy
+        or assign means insert-if-absent.
+        """
+        insert = "INSERT INTO {} ({}) VALUES ({})".format(
+            table, ", ".join(values), ", ".join(values.values())
+        )
+        if self.upsert_style == "on_conflict":
+            updates = [f"{c} = excluded.{c}" for c in copy] + list(assign)
+            if not updates:
+                return f"{insert} ON CONFLICT ({', '.join(key)}) DO NOTHING"
+            return "{} ON CONFLICT ({}) DO UPDATE SET {}".format(
+                insert, ", ".join(key), ", ".join(updates)
+            )
+        updates = [f"{c} = new.{c}" for c in copy] + list(assign)
+        if not updates:
+            return f"{insert} ON DUPLICATE KEY UPDATE {key[0]} = {key[0]}"
+        return f"{insert} AS new ON DUPLICATE KEY UPDATE {', '.join(updates)}"
+
+
+def schema_files(dialect: str) -> list[tuple[int, list[str]]]:
+    """The versioned schema files of ``dialect`` as (version, statements), oldest first."""
+    versions = []
+    for entry in (files(__package__) / "schema" / dialect).iterdir():
+        match = _SCHEMA_FILE.match(entry.name)
+        if match:
+            versions.append((int(match.group(1)), split_statements(entry.read_text())))
+    return sorted(versions)
+
+
+def split_statements(script: str) -> list[str]:
+    """Statements of a schema file: each ends with ``;`` at the end of a line."""
+    statements, lines = [], []
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        lines.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(lines).rstrip().rstrip(";"))
+            lines = []
+    if lines:
+        statements.append("\n".join(lines))
+    return statements
+
+
+def as_bytes(value: bytes | memoryview | str) -> bytes:
+    """Drivers hand TEXT/BLOB columns back as str, bytes or memoryview."""
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _ids_and_sub_enrollments(column: str) -> str:
+    """A WHERE clause on ``column``: the enrollment (param 1) and its user channels (param 2)."""
+    return (
+        f"({column} = ? OR {column} IN "
+        "(SELECT e.id FROM enrollments AS e WHERE e.device_id = ?))"
+    )
+
+
+def _empty_to_null(value: str) -> str | None:
+    return value or None
+
+
+@implementer(IStorage)
+class SQLStorage:
+    """IStorage over an adbapi pool; subclasses open the pool and manage the schema."""
+
+    _log = Logger()
+    dialect: Dialect
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        self._delete = bool((options or {}).get("delete", False))
+        self._pool: ConnectionPool | None = None
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _begin(self, txn: Transaction) -> None:
+        """Start the transaction, for drivers that need it said explicitly."""
+
+    def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        return self._pool.runInteraction(self._transaction, fn, *args)
+
+    def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
+        self._begin(txn)
+        return fn(txn, *args)
+
+    def _execute(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> None:
+        args = tuple(args)
+        if args:
+            txn.execute(self.dialect.sql(query), args)
+        else:
+            # Without parameters, format-style drivers must not parse the text.
+            txn.execute(query)
+
+    def _one(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> Any:
+        """The first row of a query, or None."""
+        self._execute(txn, query, args)
+        return txn.fetchone()
+
+    def _all(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> list:
+        self._execute(txn, query, args)
+        return txn.fetchall()
+
+    def _ids_in(self, txn: Transaction, query: str, ids: Sequence[str], *args: Any) -> set:
+        """Run ``query`` (ending in ``IN ({})``) over ``ids`` in chunks; first columns."""
+        found = set()
+        for chunk in _chunks(ids):
+            rows = self._all(txn, query.format(_marks(len(chunk))), (*args, *chunk))
+            found.update(row[0] for row in rows)
+        return found
+
+    def _make_pool(self) -> ConnectionPool:
+        raise NotImplementedError
+
+    def _schema_version(self, txn: Transaction) -> int:
+        raise NotImplementedError
+
+    def _set_schema_version(self, txn: Transaction, version: int) -> None:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        self._pool = self._make_pool()
+        await self._interact(self._upgrade_schema)
+
+    def _upgrade_schema(self, txn: Transaction) -> None:
+        """Apply the schema files newer than the database, in one transaction."""
+        current = self._schema_version(txn)
+        versions = schema_files(self.dialect.name)
+        latest = versions[-1][0]
+        if current > latest:
+            raise RuntimeError(
+                f"database schema version {current} is newer than this "
+                f"nanomdm-tw supports ({latest})"
+            )
+        for version, statements in versions:
+            if version > current:
+                self._log.info("applying schema version {version}", version=version)
+                for statement in statements:
+                    self._execute(txn, statement)
+                self._set_schema_version(txn, version)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # -- check-ins --------------------------------------------------------------
+
+    def store_authenticate(self, request: MDMRequest, message: Authenticate) -> Deferred:
+        return self._interact(
+            self._store_authenticate,
+            request.enroll_id.id,
+            identity_cert_pem(request),
+            _empty_to_null(message.serial_number),
+            message.raw,
+        )
+
+    def _store_authenticate(self, txn, enrollment_id, cert_pem, serial_number, raw):
+        query = self.dialect.upsert(
+            "devices",
+            {
+                "id": "?",
+                "identity_cert": "?",
+                "serial_number": "?",
+                "authenticate": "?",
+                "authenticate_at": "CURRENT_TIMESTAMP",
+            },
+            key=("id",),
+            copy=("identity_cert", "serial_number", "authenticate"),
+            assign=(
+                "authenticate_at = CURRENT_TIMESTAMP",
+                "updated_at = CURRENT_TIMESTAMP",
+            ),
+        )
+        self._execute(txn, query, (enrollment_id, cert_pem, serial_number, raw))
+
+    def _require_device(self, txn: Transaction, device_id: str) -> None:
+        if self._one(txn, "SELECT 1 FROM devices WHERE id = ?", (device_id,)) is None:
+            raise UnknownEnrollment(device_id)
+
+    def store_token_update(self, request: MDMRequest, message: TokenUpdate) -> Deferred:
+        return self._interact(self._store_token_update, request, message)
+
+    def _store_token_update(self, txn, request: MDMRequest, message: TokenUpdate):
+        enroll_id = request.enroll_id
+        device_id = enroll_id.device_channel_id
+        self._require_device(txn, device_id)
+        if enroll_id.is_user_channel:
+            if message.unlock_token:
+                self._log.info(
+                    "unlock token on user channel {enrollment_id} not stored",
+                    enrollment_id=enroll_id.id,
+                )
+            self._upsert_user(txn, request, message, "token_update")
+            user_id = enroll_id.id
+        else:
+            assignments = ["token_update = ?", "token_update_at = CURRENT_TIMESTAMP"]
+            args: list[Any] = [message.raw]
+            if message.unlock_token:
+                # Kept on its own: a later TokenUpdate may not repeat it.
+                assignments += ["unlock_token = ?", "unlock_token_at = CURRENT_TIMESTAMP"]
+                args.append(message.unlock_token)
+            self._execute(
+                txn,
+                f"UPDATE devices SET {', '.join(assignments)} WHERE id = ?",
+                (*args, device_id),
+            )
+            user_id = None
+        query = self.dialect.upsert(
+            "enrollments",
+            {
+                "id": "?",
+                "device_id": "?",
+                "user_id": "?",
+                "type": "?",
+                "topic": "?",
+                "push_magic": "?",
+                "token_hex": "?",
+                "last_seen_at": "CURRENT_TIMESTAMP",
+                "token_update_tally": "1",
+            },
+            key=("id",),
+            copy=("device_id", "user_id", "type", "topic", "push_magic", "token_hex"),
+            assign=(
+                "enabled = TRUE",
+                "last_seen_at = CURRENT_TIMESTAMP",
+                "updated_at = CURRENT_TIMESTAMP",
+                "token_update_tally = enrollments.token_update_tally + 1",
+            ),
+        )
+        self._execute(
+            txn,
+            query,
+            (
+                enroll_id.id,
+                device_id,
+                user_id,
+                str(enroll_id.type),
+                message.topic,
+                message.push_magic,
+                message.token.hex(),
+            ),
+        )
+
+    def _upsert_user(self, txn, request: MDMRequest, message, column: str) -> None:
+        """Create or update the user channel's row, storing ``message.raw`` in ``column``."""
+        query = self.dialect.upsert(
+            "users",
+            {
+                "id": "?",
+                "device_id": "?",
+                "user_short_name": "?",
+                "user_long_name": "?",
+                column: "?",
+                column + "_at": "CURRENT_TIMESTAMP",
+            },
+            key=("id", "device_id"),
+            copy=("user_short_name", "user_long_name", column),
+            assign=(f"{column}_at = CURRENT_TIMESTAMP", "updated_at = CURRENT_TIMESTAMP"),
+        )
+        self._execute(
+            txn,
+            query,
+            (
+                request.enroll_id.id,
+                request.enroll_id.device_channel_id,
+                _empty_to_null(message.enrollment.user_short_name),
+                _empty_to_null(message.enrollment.user_long_name),
+                message.raw,
+            ),
+        )
+
+    def store_user_authenticate(
+        self, request: MDMRequest, message: UserAuthenticate
+    ) -> Deferred:
+        # The first message has no DigestResponse; the second answers our challenge.
+        column = (
+            "user_authenticate_digest" if message.digest_response else "user_authenticate"
+        )
+        return self._interact(self._store_user_authenticate, request, message, column)
+
+    def _store_user_authenticate(self, txn, request, message, column):
+        self._require_device(txn, request.enroll_id.device_channel_id)
+        self._upsert_user(txn, request, message, column)
+
+    def disable(self, request: MDMRequest) -> Deferred:
+        return self._interact(self._disable, request.enroll_id.id)
+
+    def _disable(self, txn, enrollment_id):
+        self._execute(
+            txn,
+            "UPDATE enrollments SET enabled = FALSE, token_update_tally = 0, "
+            "last_seen_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP "
+            "WHERE (id = ? OR device_id = ?) AND enabled = TRUE",
+            (enrollment_id, enrollment_id),
+        )
+
+    # -- the command queue ----------------------------------------------------
+
+    async def enqueue_command(
+        self, enrollment_ids: list[str], command: Command, priority: int = 0
+    ) -> dict[str, str]:
+        """As ICommandEnqueuer; ``priority`` (higher first) is NanoMDM's queue column."""
+        if not enrollment_ids:
+            raise ValueError("no enrollment IDs to queue the command to")
+        ids = list(dict.fromkeys(enrollment_ids))
+        return await self._interact(self._enqueue_command, ids, command, priority)
+
+    def _enqueue_command(self, txn, ids: list[str], command: Command, priority: int):
+        known = self._ids_in(txn, "SELECT id FROM enrollments WHERE id IN ({})", ids)
+        queued = self._ids_in(
+            txn,
+            "SELECT id FROM enrollment_queue WHERE command_uuid = ? AND id IN ({})",
+            ids,
+            command.command_uuid,
+        )
+        errors = {i: QUEUE_ERROR_UNKNOWN for i in ids if i not in known}
+        errors.update((i, QUEUE_ERROR_ALREADY_QUEUED) for i in ids if i in queued)
+        to_queue = [i for i in ids if i not in errors]
+        if not to_queue:
+            return errors
+        stored = self._one(
+            txn,
+            "SELECT command FROM commands WHERE command_uuid = ?",
+            (command.command_uuid,),
+        )
+        if stored is None:
+            self._execute(
+                txn,
+                "INSERT INTO commands (command_uuid, request_type, command) "
+                "VALUES (?, ?, ?)",
+                (command.command_uuid, command.request_type, command.raw),
+            )
+        elif as_bytes(stored[0]) != command.raw:
+            errors.update((i, QUEUE_ERROR_UUID_CONFLICT) for i in to_queue)
+            return errors
+        txn.executemany(
+            self.dialect.sql(
+                "INSERT INTO enrollment_queue (id, command_uuid, priority) VALUES (?, ?, ?)"
+            ),
+            [(i, command.command_uuid, priority) for i in to_queue],
+        )
+        return errors
+
+    def store_command_report(self, request: MDMRequest, report: CommandReport) -> Deferred:
+        return self._interact(self._store_command_report, request.enroll_id.id, report)
+
+    def _store_command_report(self, txn, enrollment_id: str, report: CommandReport):
+        if report.is_idle:
+            return
+        key = (enrollment_id, report.command_uuid)
+        if (
+            self._one(
+                txn,
+                "SELECT 1 FROM enrollment_queue WHERE id = ? AND command_uuid = ?",
+                key,
+            )
+            is None
+        ):
+            self._log.info(
+                "report {status} for command {command_uuid} not queued to "
+                "{enrollment_id}: ignored",
+                status=report.status,
+                command_uuid=report.command_uuid,
+                enrollment_id=enrollment_id,
+            )
+            return
+        if report.status == NOT_NOW:
+            values = {"not_now_at": "CURRENT_TIMESTAMP", "not_now_tally": "1"}
+            tally = ("not_now_tally = command_results.not_now_tally + 1",)
+        elif self._delete:
+            self._execute(
+                txn, "DELETE FROM command_results WHERE id = ? AND command_uuid = ?", key
+            )
+            self._execute(
+                txn, "DELETE FROM enrollment_queue WHERE id = ? AND command_uuid = ?", key
+            )
+            self._collect_commands(txn, [report.command_uuid])
+            return
+        else:
+            values, tally = {}, ()
+        query = self.dialect.upsert(
+            "command_results",
+            {"id": "?", "command_uuid": "?", "status": "?", "result": "?", **values},
+            key=("id", "command_uuid"),
+            copy=("status", "result"),
+            assign=("updated_at = CURRENT_TIMESTAMP", *tally),
+        )
+        self._execute(txn, query, (*key, report.status, report.raw))
+
+    def _collect_commands(self, txn, command_uuids: Sequence[str]) -> None:
+        """Delete those of the commands that no queue row or result refers to any more."""
+        for chunk in _chunks(command_uuids):
+            self._execute(
+                txn,
+                "DELETE FROM commands WHERE command_uuid IN ({}) "
+                "AND NOT EXISTS (SELECT 1 FROM enrollment_queue AS q "
+                "WHERE q.command_uuid = commands.command_uuid) "
+                "AND NOT EXISTS (SELECT 1 FROM command_results AS r "
+                "WHERE r.command_uuid = commands.command_uuid)".format(
+                    _marks(len(chunk))
+                ),
+                chunk,
+            )
+
+    def retrieve_next_command(self, request: MDMRequest, skip_not_now: bool) -> Deferred:
+        return self._interact(self._retrieve_next_command, request.enroll_id.id, skip_not_now)
+
+    def _retrieve_next_command(self, txn, enrollment_id: str, skip_not_now: bool):
+        unanswered = "r.status IS NULL"
+        if not skip_not_now:
+            unanswered = f"({unanswered} OR r.status = '{NOT_NOW}')"
+        row = self._one(
+            txn,
+            "SELECT c.command_uuid, c.request_type, c.command "
+            "FROM enrollment_queue AS q "
+            "INNER JOIN commands AS c ON c.command_uuid = q.command_uuid "
+            "LEFT JOIN command_results AS r "
+            "ON r.id = q.id AND r.command_uuid = q.command_uuid "
+            f"WHERE q.id = ? AND q.active = TRUE AND {unanswered} "
+            "ORDER BY q.priority DESC, q.seq LIMIT 1",
+            (enrollment_id,),
+        )
+        if row is None:
+            return None
+        return Command(command_uuid=row[0], request_type=row[1], raw=as_bytes(row[2]))
+
+    def clear_queue(self, request: MDMRequest) -> Deferred:
+        return self._interact(self._clear_queue, request.enroll_id.id)
+
+    def _clear_queue(self, txn, enrollment_id: str):
+        ids = (enrollment_id, enrollment_id)
+        if not self._delete:
+            # As NanoMDM: unanswered (or NotNow) commands become inactive, kept as history.
+            self._execute(
+                txn,
+                "UPDATE enrollment_queue SET active = FALSE, "
+                "updated_at = CURRENT_TIMESTAMP "
+                f"WHERE {_ids_and_sub_enrollments('id')} AND active = TRUE "
+                "AND NOT EXISTS (SELECT 1 FROM command_results AS r "
+                "WHERE r.id = enrollment_queue.id "
+                "AND r.command_uuid = enrollment_queue.command_uuid "
+                f"AND r.status != '{NOT_NOW}')",
+                ids,
+            )
+            return
+        command_uuids = [
+            row[0]
+            for row in self._all(
+                txn,
+                "SELECT DISTINCT command_uuid FROM enrollment_queue "
+                f"WHERE {_ids_and_sub_enrollments('id')}",
+                ids,
+            )
+        ]
+        for table in ("command_results", "enrollment_queue"):
+            self._execute(
+                txn, f"DELETE FROM {table} WHERE {_ids_and_sub_enrollments('id')}", ids
+            )
+        self._collect_commands(txn, command_uuids)
+
+    # -- bootstrap token, tally, push ----------------------------------------
+
+    def store_bootstrap_token(
+        self, request: MDMRequest, message: SetBootstrapToken
+    ) -> Deferred:
+        token = base64.b64encode(message.bootstrap_token).decode("ascii") or None
+        return self._interact(
+            self._execute,
+            "UPDATE devices SET bootstrap_token_b64 = ?, "
+            "bootstrap_token_at = CURRENT_TIMESTAMP WHERE id = ?",
+            (token, request.enroll_id.id),
+        )
+
+    async def retrieve_bootstrap_token(
+        self, request: MDMRequest, message: GetBootstrapToken
+    ) -> bytes | None:
+        row = await self._interact(
+            self._one,
+            "SELECT bootstrap_token_b64 FROM devices WHERE id = ?",
+            (request.enroll_id.id,),
+        )
+        if row is None or row[0] is None:
+            return None
+        return base64.b64decode(row[0])
+
+    async def retrieve_token_update_tally(self, enrollment_id: str) -> int:
+        row = await self._interact(
+            self._one,
+            "SELECT token_update_tally FROM enrollments WHERE id = ?",
+            (enrollment_id,),
+        )
+        return 0 if row is None else int(row[0])
+
+    async def retrieve_push_info(self, enrollment_ids: list[str]) -> dict[str, PushInfo]:
+        if not enrollment_ids:
+            return {}
+        rows = await self._interact(self._push_info_rows, list(enrollment_ids))
+        return {
+            row[0]: PushInfo(
+                enrollment_id=row[0],
+                topic=row[1],
+                push_magic=row[2],
+                token=bytes.fromhex(row[3]),
+            )
+            for row in rows
+        }
+
+    def _push_info_rows(self, txn, ids: list[str]) -> list:
+        rows = []
+        for chunk in _chunks(ids):
+            rows += self._all(
+                txn,
+                "SELECT id, topic, push_magic, token_hex FROM enrollments "
+                f"WHERE id IN ({_marks(len(chunk))}) AND enabled = TRUE",
+                chunk,
+            )
+        return rows
+
+    def store_push_cert(self, topic: str, cert_pem: bytes, key_pem: bytes) -> Deferred:
+        return self._interact(
+            self._store_push_cert, topic, cert_pem.decode("ascii"), key_pem.decode("ascii")
+        )
+
+    def _store_push_cert(self, txn, topic: str, cert_pem: str, key_pem: str) -> str:
+        row = self._one(txn, "SELECT stale_token FROM push_certs WHERE topic = ?", (topic,))
+        stale_token = new_stale_token(None if row is None else row[0])
+        query = self.dialect.upsert(
+            "push_certs",
+            {"topic": "?", "cert_pem": "?", "key_pem": "?", "stale_token": "?"},
+            key=("topic",),
+            copy=("cert_pem", "key_pem", "stale_token"),
+        )
+        self._execute(txn, query, (topic, cert_pem, key_pem, stale_token))
+        return str(stale_token)
+
+    async def retrieve_push_cert(self, topic: str) -> PushCert | None:
+        row = await self._interact(
+            self._one,
+            "SELECT cert_pem, key_pem, stale_token FROM push_certs WHERE topic = ?",
+            (topic,),
+        )
+        if row is None:
+            return None
+        return PushCert(
+            topic=topic,
+            cert_pem=as_bytes(row[0]),
+            key_pem=as_bytes(row[1]),
+            stale_token=str(row[2]),
+        )
+
+    async def is_push_cert_stale(self, topic: str, stale_token: str) -> bool:
+        row = await self._interact(
+            self._one, "SELECT stale_token FROM push_certs WHERE topic = ?", (topic,)
+        )
+        return row is None or str(row[0]) != stale_token
+
+    # -- certificate authentication -------------------------------------------
+
+    async def _exists(self, query: str, *args: Any) -> bool:
+        return await self._interact(self._one, query, args) is not None
+
+    async def has_cert_hash(self, cert_hash: str) -> bool:
+        return await self._exists(
+            "SELECT 1 FROM cert_auth_associations WHERE sha256 = ? LIMIT 1",
+            cert_hash.lower(),
+        )
+
+    async def enrollment_has_cert_hash(self, enrollment_id: str) -> bool:
+        return await self._exists(
+            "SELECT 1 FROM cert_auth_associations WHERE id = ? LIMIT 1", enrollment_id
+        )
+
+    async def is_cert_hash_associated(self, enrollment_id: str, cert_hash: str) -> bool:
+        return await self._exists(
+            "SELECT 1 FROM cert_auth_associations WHERE id = ? AND sha256 = ?",
+            enrollment_id,
+            cert_hash.lower(),
+        )
+
+    def associate_cert_hash(self, enrollment_id: str, cert_hash: str) -> Deferred:
+        query = self.dialect.upsert(
+            "cert_auth_associations", {"id": "?", "sha256": "?"}, key=("id", "sha256")
+        )
+        return self._interact(self._execute, query, (enrollment_id, cert_hash.lower()))
+
+    async def enrollment_id_for_cert_hash(self, cert_hash: str) -> str | None:
+        row = await self._interact(
+            self._one,
+            "SELECT id FROM cert_auth_associations WHERE sha256 = ? LIMIT 1",
+            (cert_hash.lower(),),
+        )
+        return None if row is None else row[0]
+
+    # -- migration and diagnostics -------------------------------------------
+
+    def retrieve_migration_checkins(self) -> Deferred:
+        return self._interact(self._migration_checkins)
+
+    def _migration_checkins(self, txn) -> list[bytes]:
+        """Each device's Authenticate and TokenUpdate, then its user channels' TokenUpdates."""
+        users: dict[str, list[bytes]] = {}
+        for device_id, token_update in self._all(
+            txn,
+            "SELECT device_id, token_update FROM users "
+            "WHERE token_update IS NOT NULL ORDER BY device_id, id",
+        ):
+            users.setdefault(device_id, []).append(as_bytes(token_update))
+        checkins = []
+        for device_id, authenticate, token_update in self._all(
+            txn, "SELECT id, authenticate, token_update FROM devices ORDER BY id"
+        ):
+            checkins.append(as_bytes(authenticate))
+            if token_update is not None:
+                checkins.append(as_bytes(token_update))
+            checkins += users.get(device_id, [])
+        return checkins
+
+    def row_counts(self) -> Deferred:
+        """Rows in the queue tables, to see what ``delete=1`` leaves behind."""
+        return self._interact(self._row_counts)
+
+    def _row_counts(self, txn) -> dict[str, int]:
+        return {t: self._one(txn, f"SELECT COUNT(*) FROM {t}")[0] for t in QUEUE_TABLES}

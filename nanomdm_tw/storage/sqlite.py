@@ -1,0 +1,69 @@
+"""
+The SQLite backend, the default: NanoMDM's schema in one local file.
+
+One pooled connection (SQLite has one writer anyway), in WAL mode with
+foreign keys on; every transaction takes the write lock up front, so two
+processes sharing the file wait for each other instead of failing half-way.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+
+from .sql import Dialect, SQLStorage
+
+SQLITE = Dialect(name="sqlite", paramstyle="qmark", upsert_style="on_conflict")
+
+DB_FILE_NAME = "nanomdm.sqlite3"
+_DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def database_path(dsn: str) -> Path:
+    """The database file a DSN names: the path itself, or a file inside a folder."""
+    path = Path(dsn)
+    if path.suffix in _DB_SUFFIXES:
+        return path
+    return path / DB_FILE_NAME
+
+
+def _prepare_connection(connection: Any) -> None:
+    # Transactions are begun explicitly (see _begin), not by the sqlite3 module.
+    connection.isolation_level = None
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 10000")
+
+
+class SQLiteStorage(SQLStorage):
+    dialect = SQLITE
+
+    def __init__(
+        self, path: str, options: dict[str, Any] | None = None, reactor: Any = None
+    ):
+        super().__init__(options)
+        self.path = database_path(path)
+        self._reactor = reactor
+
+    def _make_pool(self) -> ConnectionPool:
+        os.makedirs(self.path.parent, exist_ok=True)
+        return ConnectionPool(
+            "sqlite3",
+            str(self.path),
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_prepare_connection,
+            cp_reactor=self._reactor,
+        )
+
+    def _begin(self, txn: Transaction) -> None:
+        txn.execute("BEGIN IMMEDIATE")
+
+    def _schema_version(self, txn: Transaction) -> int:
+        txn.execute("PRAGMA user_version")
+        return txn.fetchone()[0]
+
+    def _set_schema_version(self, txn: Transaction, version: int) -> None:
+        txn.execute(f"PRAGMA user_version = {int(version)}")
