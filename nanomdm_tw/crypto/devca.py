@@ -219,7 +219,10 @@ class DevelopmentCA:
         subject = x509.Name(
             [
                 x509.NameAttribute(UID_OID, topic),
-                x509.NameAttribute(NameOID.COMMON_NAME, "APSP:" + topic),
+                # Apple's CN is "APSP:" and the topic's last part, a UUID.
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, ("APSP:" + topic.rsplit(".", 1)[-1])[:64]
+                ),
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
             ]
         )
