@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import treq
+from treq.client import HTTPClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import task
@@ -520,7 +521,7 @@ _COMMANDS = {"enroll": _enroll, "run": _run, "checkout": _checkout, "id": _id}
 
 async def _main(reactor: Any, args: argparse.Namespace) -> None:
     pool = HTTPConnectionPool(reactor, persistent=True)
-    http = treq.HTTPClient(Agent(reactor, pool=pool))
+    http = HTTPClient(Agent(reactor, pool=pool))
     try:
         await _COMMANDS[args.command](args, http)
     except (SimulatorError, ConnectError, OSError) as e:

@@ -1,0 +1,484 @@
+"""
+``nanomdm-bench``: requests/s and latency of a real server under simulated devices.
+
+The server runs as ``twistd -n nanomdm`` in a subprocess per storage backend,
+with a development CA the bench makes.  The bench prepares (signs) every
+request up front with ``SimulatedDevice``, then hands the raw bytes to
+load-generator subprocesses that replay them over keep-alive HTTP/1.1
+connections, so signing and treq are not part of what is measured.  A bare
+twisted.web resource answering a fixed body, driven by the same load
+generator, gives the framework's ceiling on this machine.
+"""
+
+import argparse
+import os
+import pickle
+import secrets
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from treq.client import HTTPClient
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, ProcessProtocol
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from ..crypto.devca import DevelopmentCA
+from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
+
+HOST = "127.0.0.1"
+# Start line for the load generators, so every process starts together.
+_START_DELAY = 1.0
+
+
+# The load generator: replays prepared requests and times them.
+
+
+class _Connection(Protocol):
+    """One keep-alive HTTP/1.1 connection carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._waiting: Deferred | None = None
+
+    def request(self, raw: bytes) -> Deferred:
+        self._waiting = Deferred()
+        self.transport.write(raw)
+        return self._waiting
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        parsed = _parse_response(self._buffer)
+        if parsed is not None and self._waiting is not None:
+            code, body, used = parsed
+            self._buffer = self._buffer[used:]
+            waiting, self._waiting = self._waiting, None
+            waiting.callback((code, body))
+
+    def connectionLost(self, reason: object) -> None:
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.errback(reason)
+
+
+def _parse_response(data: bytes) -> tuple[int, bytes, int] | None:
+    """(status, body, bytes used) of the first whole response in ``data``, else None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[:end].split(b"\r\n")
+    code = int(head[0].split(b" ", 2)[1])
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    position = end + 4
+    if b"content-length" in headers:
+        stop = position + int(headers[b"content-length"])
+        return (code, data[position:stop], stop) if len(data) >= stop else None
+    if headers.get(b"transfer-encoding", b"").lower() != b"chunked":
+        return code, b"", position
+    body = b""
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size = int(data[position:line_end].split(b";")[0], 16)
+        start = line_end + 2
+        if len(data) < start + size + 2:
+            return None
+        if size == 0:
+            return code, body, start + 2
+        body += data[start : start + size]
+        position = start + size + 2
+
+
+@dataclass
+class Workload:
+    """What one load generator replays: per device, requests sent one after another."""
+
+    port: int
+    concurrency: int
+    start_at: float  # time.monotonic() value; the same clock in every process
+    sequences: list[list[bytes]]
+    untimed_first: bool  # the first request of each sequence only sets the stage
+
+
+@dataclass
+class WorkerResult:
+    latencies: list[float]
+    errors: int
+    started: float
+    finished: float
+    cpu_seconds: float
+
+
+async def _replay(reactor, work: Workload) -> WorkerResult:
+    endpoint = TCP4ClientEndpoint(reactor, HOST, work.port)
+    connections = [
+        await connectProtocol(endpoint, _Connection()) for _ in range(work.concurrency)
+    ]
+    sequences = iter(work.sequences)
+    latencies: list[float] = []
+    errors = 0
+
+    async def drive(connection: _Connection) -> None:
+        nonlocal errors
+        for sequence in sequences:
+            for index, raw in enumerate(sequence):
+                sent = time.monotonic()
+                code, _ = await connection.request(raw)
+                if code != 200:
+                    errors += 1
+                if index or not work.untimed_first:
+                    latencies.append(time.monotonic() - sent)
+
+    await task.deferLater(reactor, max(0.0, work.start_at - time.monotonic()))
+    cpu_before = time.process_time()
+    started = time.monotonic()
+    await gatherResults([Deferred.fromCoroutine(drive(c)) for c in connections])
+    finished = time.monotonic()
+    for connection in connections:
+        connection.transport.loseConnection()
+    return WorkerResult(latencies, errors, started, finished, time.process_time() - cpu_before)
+
+
+def _worker_main(path: str) -> None:
+    work = pickle.loads(Path(path).read_bytes())
+
+    async def run(reactor) -> None:
+        result = await _replay(reactor, work)
+        Path(path + ".result").write_bytes(pickle.dumps(result))
+
+    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+
+
+# The servers under test, as subprocesses.
+
+
+class _Child(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: Deferred = Deferred()
+
+    def processEnded(self, reason: object) -> None:
+        self.ended.callback(None)
+
+
+@dataclass
+class _Process:
+    pid: int
+    child: _Child
+    transport: object
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def stop(self) -> None:
+        self.transport.signalProcess("TERM")
+        await self.child.ended
+
+
+def _spawn(reactor, argv: list[str], log_path: Path, cwd: Path) -> _Process:
+    child = _Child()
+    log = open(log_path, "ab")
+    transport = reactor.spawnProcess(
+        child, argv[0], argv, env=os.environ.copy(), path=str(cwd),
+        childFDs={0: "w", 1: log.fileno(), 2: log.fileno()},
+    )
+    log.close()
+    return _Process(transport.pid, child, transport)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _twistd() -> str:
+    candidate = Path(sys.executable).with_name("twistd")
+    return str(candidate) if candidate.exists() else "twistd"
+
+
+async def _wait_for(reactor, http, url: str, process: _Process, log: Path) -> None:
+    """Poll ``url`` until it answers, for at most 30 seconds."""
+    for _ in range(300):
+        if process.child.ended.called:
+            break
+        try:
+            response = await http.get(url)
+            await response.content()
+            if response.code == 200:
+                return
+        except Exception:
+            pass
+        await task.deferLater(reactor, 0.1)
+    raise SystemExit(f"nanomdm-bench: {url} did not answer; see {log}")
+
+
+_BARE_SERVER = """
+import sys
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+class Fixed(Resource):
+    isLeaf = True
+    def render(self, request):
+        request.content.read()
+        return b"fixed"
+
+site = Site(Fixed())
+site.log = lambda request: None
+reactor.listenTCP(int(sys.argv[1]), site, interface="127.0.0.1")
+reactor.run()
+"""
+
+
+# Preparing the devices and their requests.
+
+
+def _raw(prepared: Prepared) -> bytes:
+    url = urlsplit(prepared.url)
+    lines = [f"PUT {url.path} HTTP/1.1", f"Host: {url.netloc}"]
+    lines += [f"{name}: {value}" for name, values in prepared.headers.items() for value in values]
+    lines.append(f"Content-Length: {len(prepared.body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + prepared.body
+
+
+@dataclass
+class _Device:
+    sim: SimulatedDevice
+    authenticate: bytes
+    token_update: bytes
+    idle: bytes
+
+
+def _prepare_devices(url: str, ca: DevelopmentCA, count: int) -> list[_Device]:
+    devices = []
+    for _ in range(count):
+        sim = SimulatedDevice.create(url, make_identity(ca, "ec"))
+        topic_fields = dict(Topic=sim.topic, SerialNumber=sim.serial_number)
+        devices.append(
+            _Device(
+                sim,
+                _raw(sim.prepare_checkin("Authenticate", **topic_fields)),
+                _raw(sim.prepare_token_update()),
+                _raw(sim.prepare_report("Idle")),
+            )
+        )
+    return devices
+
+
+# Running one measurement.
+
+
+@dataclass
+class Figure:
+    target: str
+    phase: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu: float  # share of one core
+    client_cpu: float  # share of one core, all load generators together
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+class Bench:
+    def __init__(self, reactor, args: argparse.Namespace, folder: Path):
+        self.reactor = reactor
+        self.args = args
+        self.folder = folder
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=self.pool))
+
+    async def measure(
+        self, server: _Process, port: int, target: str, phase: str,
+        sequences: list[list[bytes]], untimed_first: bool = False,
+    ) -> Figure:
+        clients = self.args.clients
+        start_at = time.monotonic() + _START_DELAY
+        paths = []
+        for index in range(clients):
+            path = self.folder / f"work-{index}.pickle"
+            share = sequences[index::clients]
+            concurrency = max(1, min(len(share), self.args.concurrency // clients))
+            path.write_bytes(pickle.dumps(Workload(port, concurrency, start_at, share, untimed_first)))
+            paths.append(path)
+        # Spawning takes a while; every load generator waits for the common start line.
+        workers = [
+            _spawn(self.reactor, [sys.executable, "-m", "nanomdm_tw.tools.bench", "--worker", str(p)],
+                   self.folder / "workers.log", Path.cwd())
+            for p in paths
+        ]
+        await task.deferLater(self.reactor, max(0.0, start_at - time.monotonic()))
+        cpu_at_start = server.cpu_seconds()
+        await gatherResults([w.child.ended for w in workers])
+        server_cpu = server.cpu_seconds() - cpu_at_start
+        results: list[WorkerResult] = []
+        for path in paths:
+            result_path = Path(str(path) + ".result")
+            if not result_path.exists():
+                raise SystemExit(f"nanomdm-bench: a load generator failed; see {self.folder / 'workers.log'}")
+            results.append(pickle.loads(result_path.read_bytes()))
+            result_path.unlink()
+        latencies = sorted(l for r in results for l in r.latencies)
+        seconds = max(r.finished for r in results) - min(r.started for r in results)
+        return Figure(
+            target, phase, len(latencies), seconds,
+            statistics.median(latencies) * 1000,
+            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            sum(r.errors for r in results),
+            server_cpu / seconds,
+            sum(r.cpu_seconds for r in results) / seconds,
+        )
+
+    async def start(self, argv: list[str], port: int, name: str) -> _Process:
+        log = self.folder / f"{name}.log"
+        process = _spawn(self.reactor, argv, log, self.folder)
+        await _wait_for(self.reactor, self.http, f"http://{HOST}:{port}/version", process, log)
+        return process
+
+    async def bare(self, devices: list[_Device]) -> Figure:
+        port = _free_port()
+        server = await self.start([sys.executable, "-c", _BARE_SERVER, str(port)], port, "bare")
+        try:
+            return await self.measure(
+                server, port, "bare", "fixed body",
+                [[d.token_update] * self.args.rounds for d in devices],
+            )
+        finally:
+            await server.stop()
+
+    async def nanomdm(self, storage: str, ca_path: Path, devices: list[_Device]) -> list[Figure]:
+        port = _free_port()
+        api_key = secrets.token_hex(16)
+        argv = [
+            _twistd(), "--pidfile=", "-n", "nanomdm",
+            "--listen", f"tcp:{port}:interface={HOST}",
+            "--ca", str(ca_path), "--api", api_key,
+            "--storage", storage,
+        ]
+        if storage != "inmem":
+            argv += ["--storage-dsn", str(self.folder / f"db-{storage}")]
+        server = await self.start(argv, port, f"nanomdm-{storage}")
+        rounds = self.args.rounds
+        try:
+            enroll = await self.measure(
+                server, port, storage, "enroll (untimed)",
+                [[d.authenticate, d.token_update] for d in devices],
+            )
+            if enroll.errors:
+                raise SystemExit(f"nanomdm-bench: {enroll.errors} enrollment errors; see {self.folder}")
+            figures = [
+                await self.measure(server, port, storage, "TokenUpdate",
+                                   [[d.token_update] * rounds for d in devices]),
+                await self.measure(server, port, storage, "Idle, empty queue",
+                                   [[d.idle] * rounds for d in devices]),
+            ]
+            acks = await self._enqueue_commands(port, api_key, devices)
+            figures.append(
+                await self.measure(server, port, storage, "Ack -> next command",
+                                   [[d.idle] + a for d, a in zip(devices, acks)],
+                                   untimed_first=True)
+            )
+            return figures
+        finally:
+            await server.stop()
+
+    async def _enqueue_commands(self, port: int, api_key: str, devices: list[_Device]) -> list[list[bytes]]:
+        """Enqueue K commands for every device; the devices' signed Acks for them."""
+        url = f"http://{HOST}:{port}"
+        ids = [d.sim.id for d in devices]
+        batches = [ids[i : i + 100] for i in range(0, len(ids), 100)]
+        uuids = []
+        limit = DeferredSemaphore(8)
+        for _ in range(self.args.commands):
+            command_uuid = secrets.token_hex(16)
+            command = make_command("ProfileList", command_uuid)
+            uuids.append(command_uuid)
+            responses = await gatherResults([
+                limit.run(lambda b=batch: Deferred.fromCoroutine(enqueue(self.http, url, api_key, b, command)))
+                for batch in batches
+            ])
+            if any(r.code != 200 for r in responses):
+                raise SystemExit("nanomdm-bench: enqueue failed: " + repr(responses[0].body[:200]))
+        return [[_raw(d.sim.prepare_report("Acknowledged", u)) for u in uuids] for d in devices]
+
+
+def _table(figures: list[Figure], ceiling: float) -> str:
+    header = ("target", "phase", "requests", "req/s", "p50 ms", "p99 ms", "vs bare",
+              "errors", "server CPU", "client CPU")
+    rows = [header] + [
+        (f.target, f.phase, str(f.requests), f"{f.rate:,.0f}", f"{f.p50_ms:.2f}",
+         f"{f.p99_ms:.2f}", f"{f.rate / ceiling:.0%}", str(f.errors),
+         f"{f.server_cpu:.0%}", f"{f.client_cpu:.0%}")
+        for f in figures
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
+
+
+async def _main(reactor, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="nanomdm-bench-") as tmp:
+        folder = Path(tmp)
+        bench = Bench(reactor, args, folder)
+        ca = DevelopmentCA.create(key_type="ec")
+        ca.save(folder / "ca")
+        print(f"preparing {args.devices} devices (EC P-256 identities, pre-signed requests)...", flush=True)
+        devices = _prepare_devices(f"http://{HOST}", ca, args.devices)
+        try:
+            figures = [await bench.bare(devices)]
+            for storage in filter(None, args.storage.split(",")):
+                print(f"benchmarking storage {storage}...", flush=True)
+                figures += await bench.nanomdm(storage, folder / "ca" / "ca.pem", devices)
+        finally:
+            await bench.pool.closeCachedConnections()
+    print()
+    print(f"{args.devices} devices, {args.concurrency} concurrent connections, "
+          f"{args.clients} load generator process(es), {os.cpu_count()} CPUs; "
+          f"{args.rounds} requests per device per phase, {args.commands} commands per device")
+    print(_table(figures, figures[0].rate))
+    print("CPU: share of one core used during the phase; a server at ~100% is bound by its "
+          "single reactor thread, a client near 100% means the load generator bounded the figure.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanomdm-bench", description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=50, help="connections in flight, all load generators together")
+    parser.add_argument("--clients", type=int, default=1, help="load generator processes")
+    parser.add_argument("--storage", default="inmem,sqlite", help="comma-separated backends")
+    parser.add_argument("--rounds", type=int, default=5, help="TokenUpdate and Idle requests per device")
+    parser.add_argument("--commands", type=int, default=5, help="commands enqueued per device for the Ack loop")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.worker:
+        _worker_main(args.worker)
+        return
+    task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor, args)))
+
+
+if __name__ == "__main__":
+    main()
