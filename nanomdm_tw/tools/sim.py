@@ -534,3 +534,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor, args)))
+
+
+if __name__ == "__main__":
+    main()
