@@ -62,9 +62,7 @@ class TrustStore:
         roots = load_pem_certificates(ca_pems)
         if not roots:
             raise ValueError("no CA certificates given")
-        self._store = crypto.X509Store()
-        for root in roots:
-            self._store.add_cert(crypto.X509.from_cryptography(root))
+        self._roots = [crypto.X509.from_cryptography(root) for root in roots]
         self._intermediates = [
             crypto.X509.from_cryptography(cert)
             for cert in load_pem_certificates(intermediate_pems)
@@ -98,13 +96,13 @@ class TrustStore:
 
     def _verify_chain(self, cert: x509.Certificate, now: float) -> float:
         """Verify at time ``now``; the time until which the result holds."""
-        self._store.set_time(
-            datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(
-                tzinfo=None
-            )
-        )
+        # A store per check: OpenSSL keeps the first verification time set on one.
+        store = crypto.X509Store()
+        for root in self._roots:
+            store.add_cert(root)
+        store.set_time(datetime.datetime.fromtimestamp(now, datetime.timezone.utc))
         context = crypto.X509StoreContext(
-            self._store, crypto.X509.from_cryptography(cert), self._intermediates
+            store, crypto.X509.from_cryptography(cert), self._intermediates
         )
         try:
             chain = [c.to_cryptography() for c in context.get_verified_chain()]
