@@ -123,7 +123,12 @@ async def test_authenticate_associates(storage, recorder, cert_a):
     await send(service, idle(UDID_A), cert_a)
     # The same device re-enrolling with its own certificate is not a reuse.
     await send(service, checkin("Authenticate", UDID_A), cert_a)
-    assert recorder.seen == ["Authenticate", "TokenUpdate", "report:Idle", "Authenticate"]
+    assert recorder.seen == [
+        "Authenticate",
+        "TokenUpdate",
+        "report:Idle",
+        "Authenticate",
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -139,7 +144,9 @@ async def test_certificate_reuse_by_another_device_refused(
 
 @pytest.mark.parametrize("retro", [False, True])
 @pytest_twisted.ensureDeferred
-async def test_other_device_certificate_refused(storage, recorder, cert_a, cert_b, retro):
+async def test_other_device_certificate_refused(
+    storage, recorder, cert_a, cert_b, retro
+):
     """Device B cannot speak for device A with its own (valid) certificate."""
     service = CertAuthService(recorder, storage, retro=retro)
     await send(service, checkin("Authenticate", UDID_A), cert_a)

@@ -152,7 +152,8 @@ def test_device_identity_is_a_client_cert(ca, identity):
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert key_usage.digital_signature
 
 
 def test_push_certificate_names_its_topic_in_uid(ca, tmp_path):
