@@ -34,6 +34,8 @@ from ..crypto.devca import DevelopmentCA
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
 
 HOST = "127.0.0.1"
+# The folder holding the nanomdm_tw package this bench runs from (and twisted/plugins).
+_SOURCE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 # Start line for the load generators, so every process starts together.
 _START_DELAY = 1.0
 
@@ -187,10 +189,13 @@ class _Process:
 
 
 def _spawn(reactor, argv: list[str], log_path: Path, cwd: Path) -> _Process:
+    """Run ``argv`` with this very nanomdm_tw (and its twistd plugin) importable."""
     child = _Child()
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE_ROOT, env.get("PYTHONPATH")]))
     log = open(log_path, "ab")
     transport = reactor.spawnProcess(
-        child, argv[0], argv, env=os.environ.copy(), path=str(cwd),
+        child, argv[0], argv, env=env, path=str(cwd),
         childFDs={0: "w", 1: log.fileno(), 2: log.fileno()},
     )
     log.close()
@@ -221,7 +226,8 @@ async def _wait_for(reactor, http, url: str, process: _Process, log: Path) -> No
         except Exception:
             pass
         await task.deferLater(reactor, 0.1)
-    raise SystemExit(f"nanomdm-bench: {url} did not answer; see {log}")
+    tail = log.read_text(errors="replace").splitlines()[-15:]
+    raise SystemExit("\n".join([f"nanomdm-bench: {url} did not answer; its log ends:", *tail]))
 
 
 _BARE_SERVER = """
@@ -322,7 +328,7 @@ class Bench:
         # Spawning takes a while; every load generator waits for the common start line.
         workers = [
             _spawn(self.reactor, [sys.executable, "-m", "nanomdm_tw.tools.bench", "--worker", str(p)],
-                   self.folder / "workers.log", Path.cwd())
+                   self.folder / "workers.log", self.folder)
             for p in paths
         ]
         await task.deferLater(self.reactor, max(0.0, start_at - time.monotonic()))
