@@ -23,6 +23,7 @@ from .crypto.devca import DevelopmentCA
 from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
 from .resources.api import build_api
+from .resources.channel import MDMChannel
 from .resources.body import DEFAULT_MAX_BODY_SIZE, LimitedRequest
 from .resources.mdm import Accepts, MDMEndpoint
 from .resources.version import VersionResource
@@ -77,6 +78,7 @@ class MDMSite(Site):
     """A Site with our body limit; per-request logging is ours, not Site's."""
 
     requestFactory = LimitedRequest
+    protocol = MDMChannel
 
     def __init__(self, root: Resource, max_body_size: int):
         super().__init__(root)
@@ -108,7 +110,7 @@ def build_root(
         else:
             root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.BOTH))
     if api_key:
-        root.putChild(b"v1", build_api(api_key, storage))
+        root.putChild(b"v1", build_api(api_key, storage, None))
     return root
 
 

@@ -3,24 +3,36 @@ The API under ``/v1`` (HTTP Basic, user ``nanomdm``, password = ``--api`` key).
 
 Answers use NanoMDM's JSON shapes (docs/openapi.yaml) so existing tooling
 keeps working: per-ID ``status.{id}.command_error|push_result|push_error``,
-top-level ``command_uuid``, ``request_type``, ``no_push``, and 200 when
-every ID succeeded, 207 when some failed, 500 when all failed.
+top-level ``command_uuid``, ``request_type``, ``no_push``, ``push_error``,
+``command_error``, and 200 when every ID succeeded, 207 when some failed,
+500 when all failed.
 """
 
+import datetime
 import hmac
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
+from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from ..crypto.pushcert import parse_push_certificate
 from ..errors import MessageError
 from ..mdm.messages import decode_command
-from ..storage.interfaces import ICommandEnqueuer
+from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
+from .mdm import url_params
 from .render import async_render
 
 API_USER = b"nanomdm"
+
+_log = Logger(namespace="nanomdm_tw.api")
+
+# What the API needs of the push service: results per enrollment ID.
+Pusher = Callable[[list[str]], Awaitable[dict[str, Any]]]
 
 
 def json_body(request: Request, document: dict, status: int = 200) -> bytes:
@@ -30,10 +42,18 @@ def json_body(request: Request, document: dict, status: int = 200) -> bytes:
     return (json.dumps(document, indent="\t") + "\n").encode("utf-8")
 
 
-def result_status(per_id: dict[str, dict[str, str]], id_count: int) -> int:
-    """NanoMDM's rule: 200 no failures, 207 some, 500 all."""
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def result_status(document: dict, id_count: int) -> int:
+    """NanoMDM's rule: 500 on a top-level error or when all failed, 207 some, else 200."""
+    if "command_error" in document or "push_error" in document:
+        return 500
     failed = sum(
-        1 for r in per_id.values() if "command_error" in r or "push_error" in r
+        1
+        for r in document.get("status", {}).values()
+        if "command_error" in r or "push_error" in r
     )
     if failed == 0:
         return 200
@@ -47,6 +67,31 @@ def enrollment_ids(request: Request) -> list[str]:
     if not ids:
         raise MessageError("no enrollment IDs in the URL path")
     return ids
+
+
+def push_outcome(result: Any) -> dict[str, str]:
+    """One push result as NanoMDM's per-ID fields."""
+    if result.apns_id and result.status == 200:
+        return {"push_result": result.apns_id}
+    reason = result.reason or "push failed"
+    if result.status:
+        reason = f"{reason} (HTTP {result.status})"
+    return {"push_error": reason}
+
+
+async def push_into(document: dict, pusher: Pusher, ids: list[str]) -> None:
+    """Push to ``ids`` and record each outcome in the answer document."""
+    if not ids:
+        return
+    try:
+        results = await pusher(ids)
+    except Exception as e:
+        _log.failure("push to {count} enrollments failed", count=len(ids))
+        document["push_error"] = str(e) or e.__class__.__name__
+        return
+    status = document.setdefault("status", {})
+    for enrollment_id, result in results.items():
+        status.setdefault(enrollment_id, {}).update(push_outcome(result))
 
 
 class UnauthorizedResource(Resource):
@@ -84,40 +129,112 @@ class APIGuard(Resource):
 
 
 class EnqueueResource(Resource):
-    """``PUT /v1/enqueue/{id,id,...}``: queue one raw command plist to many IDs."""
+    """``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many IDs."""
 
     isLeaf = True
 
-    def __init__(self, enqueuer: ICommandEnqueuer):
+    def __init__(self, enqueuer: ICommandEnqueuer, pusher: Pusher | None):
         super().__init__()
         self._enqueuer = enqueuer
+        self._pusher = pusher
 
     @async_render
     async def render_PUT(self, request: Request) -> bytes:
+        context = request.nanomdm_context
         try:
             ids = enrollment_ids(request)
             command = decode_command(read_body(request))
         except MessageError as e:
-            request.nanomdm_context["error"] = str(e)
+            context["error"] = str(e)
             return json_body(request, {"command_error": str(e)}, e.status)
-        context = request.nanomdm_context
         context["enrollment_id"] = ids[0] if len(ids) == 1 else f"{ids[0]}(+{len(ids) - 1})"
         context["outcome"] = "enqueue " + command.command_uuid
+        no_push = self._pusher is None or bool(url_params(request).get("nopush"))
         errors = await self._enqueuer.enqueue_command(ids, command)
-        per_id = {i: {"command_error": e} for i, e in errors.items()}
         document: dict = {}
-        if per_id:
-            document["status"] = per_id
-        document["no_push"] = True
+        if errors:
+            document["status"] = {i: {"command_error": e} for i, e in errors.items()}
+        if not no_push:
+            await push_into(document, self._pusher, [i for i in ids if i not in errors])
+        else:
+            document["no_push"] = True
         document["command_uuid"] = command.command_uuid
         document["request_type"] = command.request_type
-        return json_body(request, document, result_status(per_id, len(ids)))
+        return json_body(request, document, result_status(document, len(ids)))
 
     render_POST = render_PUT
 
 
-def build_api(api_key: str, enqueuer: ICommandEnqueuer) -> APIGuard:
+class PushResource(Resource):
+    """``GET /v1/push/{id,id,...}``: wake enrollments with an APNs push."""
+
+    isLeaf = True
+
+    def __init__(self, pusher: Pusher):
+        super().__init__()
+        self._pusher = pusher
+
+    @async_render
+    async def render_GET(self, request: Request) -> bytes:
+        try:
+            ids = enrollment_ids(request)
+        except MessageError as e:
+            return json_body(request, {"push_error": str(e)}, e.status)
+        request.nanomdm_context["outcome"] = f"push to {len(ids)}"
+        document: dict = {}
+        await push_into(document, self._pusher, ids)
+        return json_body(request, document, result_status(document, len(ids)))
+
+    render_POST = render_PUT = render_GET
+
+
+class PushCertResource(Resource):
+    """``PUT /v1/pushcert`` uploads a push cert + key; ``GET ?topic=`` describes one."""
+
+    isLeaf = True
+
+    def __init__(self, store: IPushCertStore):
+        super().__init__()
+        self._store = store
+
+    @async_render
+    async def render_PUT(self, request: Request) -> bytes:
+        try:
+            push_cert = parse_push_certificate(read_body(request))
+        except MessageError as e:
+            request.nanomdm_context["error"] = str(e)
+            return json_body(request, {"error": str(e)}, e.status)
+        await self._store.store_push_cert(
+            push_cert.topic, push_cert.cert_pem, push_cert.key_pem
+        )
+        request.nanomdm_context["outcome"] = "stored push cert " + push_cert.topic
+        return json_body(
+            request,
+            {"topic": push_cert.topic, "not_after": rfc3339(push_cert.not_after)},
+        )
+
+    @async_render
+    async def render_GET(self, request: Request) -> bytes:
+        topic = url_params(request).get("topic", "")
+        if not topic:
+            return json_body(
+                request, {"error": "missing required query parameter: topic"}, 400
+            )
+        stored = await self._store.retrieve_push_cert(topic)
+        if stored is None:
+            # NanoMDM answers a storage error (no row) with 500.
+            return json_body(request, {"error": f"no push certificate for {topic}"}, 500)
+        push_cert = parse_push_certificate(stored.cert_pem + stored.key_pem)
+        return json_body(
+            request, {"topic": topic, "not_after": rfc3339(push_cert.not_after)}
+        )
+
+
+def build_api(api_key: str, storage: Any, pusher: Pusher | None) -> APIGuard:
     """The ``/v1`` tree behind its Basic-auth guard."""
     v1 = Resource()
-    v1.putChild(b"enqueue", EnqueueResource(enqueuer))
+    v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
+    v1.putChild(b"pushcert", PushCertResource(storage))
+    if pusher is not None:
+        v1.putChild(b"push", PushResource(pusher))
     return APIGuard(api_key, v1)

@@ -1,0 +1,36 @@
+"""
+The HTTP/1.1 connection: Twisted's, with a polite answer to oversized headers.
+
+Twisted drops the connection without a word when a header line passes its
+limit (a giant ``Mdm-Signature``, say).  Here the client gets a 400 first:
+we half-close so the answer is not lost to a TCP reset while the client is
+still sending, and discard whatever else it sends until it hangs up or the
+channel's idle timeout ends the connection.
+"""
+
+from twisted.web.http import HTTPChannel
+
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 24\r\n"
+    b"Connection: close\r\n\r\n"
+    b"request header too large"
+)
+
+
+class MDMChannel(HTTPChannel):
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._respondToBadRequestAndDisconnect()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.transport.write(BAD_REQUEST)
+        self.dataReceived = self._discard
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None:
+            self.loseConnection()
+        else:
+            half_close()
+
+    def _discard(self, data: bytes) -> None:
+        """After the 400, the rest of the request is read and dropped."""
