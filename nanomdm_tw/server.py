@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from .crypto.devca import DevelopmentCA
 from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
+from .logs import set_debug
 from .resources.api import build_api
 from .resources.channel import MDMChannel
 from .resources.body import DEFAULT_MAX_BODY_SIZE, LimitedRequest
@@ -130,6 +131,7 @@ class NanoMDMService(Service):
 
     def startService(self) -> None:
         super().startService()
+        set_debug(self.settings.debug)
         self.ready = Deferred.fromCoroutine(self._start())
         self.ready.addErrback(self._start_failed)
 

@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ..crypto.identity import DeviceIdentity
+from ..logs import make_logger
 from ..mdm.messages import decode_checkin, decode_command_report
 from ..mdm.request import MDMRequest
 from ..services.interfaces import IMDMService
@@ -22,6 +23,8 @@ from .render import async_render
 
 CHECKIN_CONTENT_TYPE = b"application/x-apple-aspen-mdm-checkin"
 PLIST_CONTENT_TYPE = b"application/xml; charset=utf-8"
+
+_log = make_logger("nanomdm_tw.mdm")
 
 
 class Accepts(Enum):
@@ -66,6 +69,16 @@ class MDMEndpoint(Resource):
             message = decode_command_report(body)
             context["outcome"] = "report:" + message.status
         context["enrollment_id"] = message.enroll_id.id
+        _log.debug(
+            "{outcome} from {enrollment_id} ({enroll_type}) trace_id={trace_id}"
+            " keys={keys} params={params}",
+            outcome=context["outcome"],
+            enrollment_id=message.enroll_id.id,
+            enroll_type=str(message.enroll_id.type),
+            trace_id=context["trace_id"],
+            keys=sorted(message.values),
+            params=request.args,
+        )
         mdm_request = MDMRequest(
             enroll_id=message.enroll_id,
             certificate=certificate,

@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..errors import HTTPStatusError
+from ..logs import make_logger
 from ..mdm.request import new_trace_id
 
-_log = Logger(namespace="nanomdm_tw.request")
+_log = make_logger("nanomdm_tw.request")
 
 Handler = Callable[[object, Request], Awaitable[bytes | None]]
 
