@@ -1,0 +1,208 @@
+"""The APNs client against the fake APNs, over real TLS HTTP/2 on loopback."""
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from nanomdm_tw.crypto.devca import DevelopmentCA, cert_pem, key_pem
+from nanomdm_tw.push.apns import APNsClient, PushResult
+from nanomdm_tw.tools.fake_apns import FakeAPNs
+
+TOPIC = "com.apple.mgmt.External.11111111-2222-3333-4444-555555555555"
+OTHER_TOPIC = "com.apple.mgmt.External.66666666-7777-8888-9999-000000000000"
+
+
+def token(n: int) -> bytes:
+    return n.to_bytes(32, "big")
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return DevelopmentCA.create()
+
+
+@pytest.fixture(scope="module")
+def push_certs(ca):
+    """(cert PEM, key PEM) per topic, issued by the CA the fake trusts."""
+    certs = {}
+    for topic in (TOPIC, OTHER_TOPIC):
+        cert, key = ca.issue_push_certificate(topic)
+        certs[topic] = (cert_pem(cert), key_pem(key))
+    return certs
+
+
+@pytest_twisted.async_yield_fixture
+async def fake(ca):
+    server = FakeAPNs(reactor, ca)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def make_client(fake, ca, push_certs):
+    """Builds clients for the fake (closed at teardown, before the fake stops)."""
+    clients = []
+
+    def build(topic=TOPIC, **options):
+        options = {"base_url": fake.base_url, "extra_ca_pem": ca.cert_pem} | options
+        client = APNsClient(reactor, *push_certs[topic], **options)
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_single_push_sends_apples_request(fake, make_client):
+    client = make_client()
+
+    result = await client.push(token(1), "magic-1", TOPIC)
+
+    assert result.status == 200 and result.apns_id and result.error is None
+    [request] = fake.requests
+    assert request.path == "/3/device/" + token(1).hex()
+    assert request.headers[":method"] == "POST"
+    assert request.headers["apns-push-type"] == "mdm"
+    assert request.headers["apns-topic"] == TOPIC
+    assert request.headers["apns-priority"] == "10"
+    assert "apns-expiration" not in request.headers
+    assert json.loads(request.body) == {"mdm": "magic-1"}
+    assert request.client_topic == TOPIC
+
+
+@pytest_twisted.ensureDeferred
+async def test_expiration_is_sent_as_unix_time(fake, make_client):
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    client = make_client(expiration=3600, clock=clock)
+
+    await client.push(token(1), "magic-1", TOPIC)
+
+    assert fake.requests[0].headers["apns-expiration"] == str(1_700_003_600)
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_pushes_share_one_connection_within_stream_limit(fake, make_client):
+    fake.max_concurrent_streams = 10
+    client = make_client()
+
+    results = await client.push_many([(token(n), f"m{n}") for n in range(500)], TOPIC)
+
+    assert [r.status for r in results] == [200] * 500
+    assert len({r.apns_id for r in results}) == 500
+    assert fake.peak_open_streams == 10
+    assert client.connections_made == 1 and fake.connections_accepted == 1
+    assert sorted(r.token_hex for r in fake.requests) == sorted(
+        token(n).hex() for n in range(500)
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_topics_use_their_own_certificate_and_connection(fake, make_client):
+    first, second = make_client(TOPIC), make_client(OTHER_TOPIC)
+
+    results = [
+        await first.push(token(1), "m1", TOPIC),
+        await second.push(token(2), "m2", OTHER_TOPIC),
+        await first.push(token(3), "m3", TOPIC),
+    ]
+
+    assert [r.status for r in results] == [200, 200, 200]
+    assert [(r.headers["apns-topic"], r.client_topic) for r in fake.requests] == [
+        (TOPIC, TOPIC),
+        (OTHER_TOPIC, OTHER_TOPIC),
+        (TOPIC, TOPIC),
+    ]
+    assert [r.connection for r in fake.requests] == [1, 2, 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejections_map_to_status_and_reason(fake, make_client):
+    fake.unregistered.add(token(1).hex())
+    fake.bad_tokens.add(token(2).hex())
+    client = make_client()
+
+    gone, bad, fine = await client.push_many(
+        [(token(1), "m"), (token(2), "m"), (token(3), "m")], TOPIC
+    )
+
+    assert (gone.status, gone.reason) == (410, "Unregistered")
+    assert (bad.status, bad.reason) == (400, "BadDeviceToken")
+    assert gone.error == "APNs answered 410: Unregistered"
+    assert fine.status == 200 and fine.error is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_goaway_mid_batch_retries_unprocessed_pushes(fake, make_client):
+    fake.max_concurrent_streams = 10
+    fake.goaway_after = 25
+    client = make_client()
+
+    results = await client.push_many([(token(n), f"m{n}") for n in range(60)], TOPIC)
+
+    assert [r.status for r in results] == [200] * 60
+    connections = [r.connection for r in fake.requests]
+    assert connections.count(1) == 25 and connections.count(2) == 25
+    assert client.connections_made == 3
+    # Nothing was delivered twice: every token reached the server exactly once.
+    assert sorted(r.token_hex for r in fake.requests) == sorted(
+        token(n).hex() for n in range(60)
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_times_out_when_apns_never_answers(fake, make_client):
+    fake.answer_delay = None
+    clock = task.Clock()
+    client = make_client(timeout=10, clock=clock)
+
+    pending = client.push(token(1), "m", TOPIC)
+    await fake.wait_for_requests(1)
+    clock.advance(9)
+    assert not pending.called
+    clock.advance(1)
+
+    assert await pending == PushResult(reason="no answer from APNs in 10 s")
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_closed_by_apns_is_reopened_for_the_next_push(
+    fake, make_client
+):
+    fake.goaway_after = 1
+    client = make_client()
+
+    first = await client.push(token(1), "m", TOPIC)
+    second = await client.push(token(2), "m", TOPIC)
+
+    assert (first.status, second.status) == (200, 200)
+    assert [r.connection for r in fake.requests] == [1, 2]
+    assert client.connections_made == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_untrusted_server_fails_the_push_without_retrying(fake, make_client):
+    client = make_client(extra_ca_pem=DevelopmentCA.create().cert_pem)
+
+    results = await client.push_many([(token(1), "m"), (token(2), "m")], TOPIC)
+
+    assert all(r.status is None and r.reason for r in results)
+    assert client.connections_made == 1
+    assert fake.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_apns_is_a_push_error(fake, make_client):
+    client = make_client()
+    await fake.stop()
+
+    result = await client.push(token(1), "m", TOPIC)
+
+    assert result.status is None
+    assert result.reason.startswith("cannot connect to APNs")
+    await fake.start()
