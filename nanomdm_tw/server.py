@@ -23,7 +23,8 @@ from .crypto.devca import DevelopmentCA
 from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
 from .logs import set_debug
-from .resources.api import build_api
+from .resources.api import APIGuard, Pusher, build_api
+from .resources.escrow import APPLE_ESCROW_KEY_UNLOCK_URL, EscrowKeyUnlockResource
 from .resources.channel import MDMChannel
 from .resources.body import DEFAULT_MAX_BODY_SIZE, LimitedRequest
 from .resources.mdm import Accepts, MDMEndpoint
@@ -63,6 +64,14 @@ class Settings:
     storage: StorageSpec = field(default_factory=StorageSpec)
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     data_dir_override: str = ""
+    apns_url: str = "https://api.push.apple.com"
+    apns_ca: str = ""
+    push_expiration: float | None = None
+    escrow_key_unlock_url: str = APPLE_ESCROW_KEY_UNLOCK_URL
+
+    def apns_ca_pem(self) -> bytes | None:
+        """The extra CA that Apple-facing TLS trusts (tests' fakes), if any."""
+        return Path(self.apns_ca).read_bytes() if self.apns_ca else None
 
     @property
     def data_dir(self) -> Path:
@@ -89,17 +98,25 @@ class MDMSite(Site):
         """Access logging happens in async_render, with trace and enrollment IDs."""
 
 
-def build_service_chain(settings: Settings, storage: IStorage) -> IMDMService:
+def build_service_chain(
+    settings: Settings, storage: IStorage, cert_auth: bool = True
+) -> IMDMService:
     """Core service last, cert auth before it, dump outermost (as NanoMDM chains them)."""
     chain: IMDMService = CoreService(storage, ua_zero_length_challenge=settings.ua_zl_dc)
-    chain = CertAuthService(chain, storage, retro=settings.retro)
+    if cert_auth:
+        chain = CertAuthService(chain, storage, retro=settings.retro)
     if settings.dump:
         chain = DumpService(chain, sys.stdout)
     return chain
 
 
 def build_root(
-    settings: Settings, storage: IStorage, identity: DeviceIdentity, api_key: str
+    settings: Settings,
+    storage: IStorage,
+    identity: DeviceIdentity | None,
+    api_key: str,
+    pusher: Pusher | None = None,
+    reactor=None,
 ) -> Resource:
     root = Resource()
     root.putChild(b"version", VersionResource())
@@ -111,7 +128,15 @@ def build_root(
         else:
             root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.BOTH))
     if api_key:
-        root.putChild(b"v1", build_api(api_key, storage, None))
+        escrow = EscrowKeyUnlockResource(
+            storage, reactor, settings.escrow_key_unlock_url, settings.apns_ca_pem()
+        )
+        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow))
+        if settings.migration:
+            # Check-ins from another server's export: API-authenticated, no device identity.
+            migration_chain = build_service_chain(settings, storage, cert_auth=False)
+            migration = MDMEndpoint(migration_chain, None, Accepts.CHECKINS)
+            root.putChild(b"migration", APIGuard(api_key, migration))
     return root
 
 
@@ -152,7 +177,7 @@ class NanoMDMService(Service):
         self.storage = storage
         trust = self._trust_store()
         identity = DeviceIdentity(trust, settings.cert_header or None)
-        root = build_root(settings, storage, identity, self.api_key)
+        root = build_root(settings, storage, identity, self.api_key, None, self._reactor)
         site = MDMSite(root, settings.max_body_size)
         endpoint = serverFromString(self._reactor, settings.listen)
         self.port = await endpoint.listen(site)

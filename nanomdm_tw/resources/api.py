@@ -120,6 +120,9 @@ class APIGuard(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if not self._authorized(request):
             return UnauthorizedResource()
+        if self._protected.isLeaf:
+            request.postpath.insert(0, request.prepath.pop())
+            return self._protected
         return self._protected.getChildWithDefault(path, request)
 
     def render(self, request: Request) -> bytes:
@@ -230,9 +233,13 @@ class PushCertResource(Resource):
         )
 
 
-def build_api(api_key: str, storage: Any, pusher: Pusher | None) -> APIGuard:
+def build_api(
+    api_key: str, storage: Any, pusher: Pusher | None, escrow: IResource | None = None
+) -> APIGuard:
     """The ``/v1`` tree behind its Basic-auth guard."""
     v1 = Resource()
+    if escrow is not None:
+        v1.putChild(b"escrowkeyunlock", escrow)
     v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
     v1.putChild(b"pushcert", PushCertResource(storage))
     if pusher is not None:

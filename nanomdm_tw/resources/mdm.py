@@ -44,7 +44,10 @@ def url_params(request: Request) -> dict[str, str]:
 class MDMEndpoint(Resource):
     isLeaf = True
 
-    def __init__(self, service: IMDMService, identity: DeviceIdentity, accepts: Accepts):
+    def __init__(
+        self, service: IMDMService, identity: DeviceIdentity | None, accepts: Accepts
+    ):
+        """``identity`` None: the caller is trusted another way (the migration endpoint)."""
         super().__init__()
         self._service = service
         self._identity = identity
@@ -60,7 +63,9 @@ class MDMEndpoint(Resource):
     async def render_PUT(self, request: Request) -> bytes | None:
         body = read_body(request)
         context = request.nanomdm_context
-        certificate = self._identity.certificate(request.getHeader, body)
+        certificate = (
+            self._identity.certificate(request.getHeader, body) if self._identity else None
+        )
         is_checkin = self._is_checkin(request)
         if is_checkin:
             message = decode_checkin(body)
