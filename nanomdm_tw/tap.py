@@ -46,6 +46,9 @@ class Options(usage.Options):
         ["ca", None, None, "path to PEM CA cert(s) that issue device identities"],
         ["intermediate", None, None, "path to PEM intermediate cert(s)"],
         ["cert-header", None, None, "HTTP header containing the TLS client certificate (RFC 9440 or URL-escaped PEM)"],
+        ["apns-url", None, None, "APNs base URL [default: https://api.push.apple.com]"],
+        ["apns-ca", None, None, "path to PEM CA cert(s) to trust for APNs and Apple's services, besides the system's (tests)"],
+        ["push-expiration", None, None, "how long APNs keeps an undelivered push, as a duration (e.g. 24h, 90m); sent as apns-expiration"],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
     ]
     optFlags = [
@@ -122,8 +125,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--ca is required to authenticate devices (or --dev for a development CA)"
             )
-        if self["migration"]:
-            raise usage.UsageError("--migration: the migration endpoint is not available yet")
+        if self["migration"] and not self["api"]:
+            raise usage.UsageError("--migration needs --api: the endpoint is API-authenticated")
         for name in ("ca", "intermediate"):
             if self[name] and not os.path.isfile(self[name]):
                 raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
@@ -131,6 +134,13 @@ class Options(usage.Options):
             max_body_size = int(self["max-body-size"] or DEFAULT_MAX_BODY_SIZE)
         except ValueError:
             raise usage.UsageError("--max-body-size must be a number of bytes")
+        for name in ("apns-ca",):
+            if self[name] and not os.path.isfile(self[name]):
+                raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
+        try:
+            push_expiration = parse_duration(self["push-expiration"])
+        except ValueError as e:
+            raise usage.UsageError(f"--push-expiration: {e}")
         self.settings = Settings(
             listen=endpoint_from_listen(self["listen"] or ":9000"),
             api_key=self["api"] or "",
@@ -147,7 +157,23 @@ class Options(usage.Options):
             dev=self["dev"],
             storage=self._storage_spec(),
             max_body_size=max_body_size,
+            apns_url=self["apns-url"] or Settings.apns_url,
+            apns_ca=self["apns-ca"] or "",
+            push_expiration=push_expiration,
         )
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """A Go-style duration (``24h``, ``1h30m``, ``90s``) in seconds; None when unset."""
+    if not text:
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"cannot understand duration {text!r} (use e.g. 24h, 90m, 30s)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def _env_name(option: str) -> str:

@@ -46,6 +46,8 @@ def test_every_flag(tmp_path: Path) -> None:
         "--intermediate", str(intermediate), "--cert-header", "X-Client-Cert",
         "--checkin", "--debug", "--dump", "--retro", "--ua-zl-dc",
         "--storage", "inmem", "--storage-options", "delete=1", "--max-body-size", "1000",
+        "--migration", "--apns-url", "https://api.development.push.apple.com",
+        "--apns-ca", str(ca), "--push-expiration", "1h30m",
     ]  # fmt: skip
     assert parse(argv) == Settings(
         listen="tcp:9001:interface=127.0.0.1",
@@ -60,6 +62,10 @@ def test_every_flag(tmp_path: Path) -> None:
         ua_zl_dc=True,
         storage=StorageSpec("inmem", "", "delete=1"),
         max_body_size=1000,
+        migration=True,
+        apns_url="https://api.development.push.apple.com",
+        apns_ca=str(ca),
+        push_expiration=5400.0,
     )
 
 
@@ -105,6 +111,9 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--storage-options", "delete"], "--storage-options"),
         (["--dev", "--listen", "nonsense"], "--listen"),
         (["--dev", "--max-body-size", "big"], "--max-body-size"),
+        (["--dev", "--migration"], "--migration needs --api"),
+        (["--dev", "--push-expiration", "soon"], "--push-expiration"),
+        (["--dev", "--apns-ca", "/nonexistent/ca.pem"], "no such file"),
     ],
 )
 def test_contradictions_stop_with_one_clear_line(argv: list[str], message: str) -> None:
