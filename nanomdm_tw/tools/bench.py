@@ -104,7 +104,7 @@ def _parse_response(data: bytes) -> tuple[int, bytes, int] | None:
 
 @dataclass
 class Workload:
-    """What one load generator replays: per device, requests sent one after another."""
+    """What one load generator replays (pickled as a plain dict: __main__ differs per process): per device, requests sent one after another."""
 
     port: int
     concurrency: int
@@ -153,11 +153,11 @@ async def _replay(reactor, work: Workload) -> WorkerResult:
 
 
 def _worker_main(path: str) -> None:
-    work = pickle.loads(Path(path).read_bytes())
+    work = Workload(**pickle.loads(Path(path).read_bytes()))
 
     async def run(reactor) -> None:
         result = await _replay(reactor, work)
-        Path(path + ".result").write_bytes(pickle.dumps(result))
+        Path(path + ".result").write_bytes(pickle.dumps(vars(result)))
 
     task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
 
@@ -323,7 +323,7 @@ class Bench:
             path = self.folder / f"work-{index}.pickle"
             share = sequences[index::clients]
             concurrency = max(1, min(len(share), self.args.concurrency // clients))
-            path.write_bytes(pickle.dumps(Workload(port, concurrency, start_at, share, untimed_first)))
+            path.write_bytes(pickle.dumps(vars(Workload(port, concurrency, start_at, share, untimed_first))))
             paths.append(path)
         # Spawning takes a while; every load generator waits for the common start line.
         workers = [
@@ -340,7 +340,7 @@ class Bench:
             result_path = Path(str(path) + ".result")
             if not result_path.exists():
                 raise SystemExit(f"nanomdm-bench: a load generator failed; see {self.folder / 'workers.log'}")
-            results.append(pickle.loads(result_path.read_bytes()))
+            results.append(WorkerResult(**pickle.loads(result_path.read_bytes())))
             result_path.unlink()
         latencies = sorted(l for r in results for l in r.latencies)
         seconds = max(r.finished for r in results) - min(r.started for r in results)
