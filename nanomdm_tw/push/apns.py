@@ -66,15 +66,6 @@ class PushResult:
     status: int | None = None
     reason: str | None = None
 
-    @property
-    def error(self) -> str | None:
-        """None for a delivered push, else a message fit for the API's push_error."""
-        if self.status == 200 and self.apns_id:
-            return None
-        if self.status is None:
-            return self.reason or "push failed"
-        return f"APNs answered {self.status}: {self.reason or 'no reason given'}"
-
 
 def _result_of_answer(status: int, apns_id: str | None, body: bytes) -> PushResult:
     if status == 200:

@@ -36,7 +36,11 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
-    client_topic: str | None
+    client_certificate: x509.Certificate
+
+    @property
+    def client_topic(self) -> str:
+        return self.client_certificate.subject.get_attributes_for_oid(UID_OID)[0].value
 
     @property
     def token_hex(self) -> str:
@@ -132,7 +136,7 @@ class _FakeAPNsConnection(Protocol):
             path=request.headers[":path"],
             headers=request.headers,
             body=bytes(request.body),
-            client_topic=self._client_topic(),
+            client_certificate=self.transport.getPeerCertificate().to_cryptography(),
         )
         self._server._record(recorded)
         delay = self._server.answer_delay
@@ -142,13 +146,6 @@ class _FakeAPNsConnection(Protocol):
             self._server.reactor.callLater(delay, self._answer_later, recorded)
         else:
             self._answer(recorded)
-
-    def _client_topic(self) -> str | None:
-        peer = self.transport.getPeerCertificate()
-        if peer is None:
-            return None
-        uids = peer.to_cryptography().subject.get_attributes_for_oid(UID_OID)
-        return uids[0].value if uids else None
 
     def _answer_later(self, recorded: RecordedRequest) -> None:
         if recorded.stream_id in self._open and not self._goaway_sent:

@@ -1,0 +1,148 @@
+"""
+The push service: from enrollment IDs to APNs results.
+
+One storage call finds every enrollment's topic, token and push magic; the
+IDs are pushed per topic, each topic through its own long-lived APNsClient.
+A client is rebuilt when the topic's push cert was replaced, which the
+per-topic stale token in storage reveals even when another server process
+stored the renewal.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ..storage.interfaces import PushInfo
+from .apns import PRODUCTION_URL, APNsClient, PushResult
+
+NO_PUSH_INFO = "no push info"
+NO_PUSH_CERT = "no push certificate for topic"
+
+
+@dataclass(slots=True)
+class _Provider:
+    """A topic's client, the stale token of the cert it was built from, and when that was last checked."""
+
+    client: APNsClient
+    stale_token: str
+    checked_at: float
+
+
+class PushService:
+    """
+    Pushes to enrollments; ``store`` provides IPushInfoStore and IPushCertStore.
+
+    ``stale_check_interval``: a cached client is trusted this many seconds
+    after its stale token was last confirmed, so a burst of pushes costs one
+    storage round trip per topic, and a renewal is picked up within that
+    time.  The other options are passed to each APNsClient.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        store,
+        reactor,
+        base_url: str = PRODUCTION_URL,
+        extra_ca_pem: bytes | None = None,
+        timeout: float = 10.0,
+        expiration: float | None = None,
+        stale_check_interval: float = 2.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self._store = store
+        self._reactor = reactor
+        self._clock = clock or reactor
+        self._client_options = dict(
+            base_url=base_url,
+            extra_ca_pem=extra_ca_pem,
+            timeout=timeout,
+            expiration=expiration,
+            clock=clock,
+        )
+        self._stale_check_interval = stale_check_interval
+        self._providers: dict[str, _Provider] = {}
+        self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
+        self._retiring: set[Deferred[None]] = set()
+
+    async def push(self, enrollment_ids: list[str]) -> dict[str, PushResult]:
+        """Push to each ID; every ID gets a result, failures included."""
+        infos = await self._store.retrieve_push_info(list(enrollment_ids))
+        results = {
+            enrollment_id: PushResult(reason=NO_PUSH_INFO)
+            for enrollment_id in enrollment_ids
+            if enrollment_id not in infos
+        }
+        by_topic: defaultdict[str, list[PushInfo]] = defaultdict(list)
+        for info in infos.values():
+            by_topic[info.topic].append(info)
+        for topic_results in await gatherResults(
+            [
+                Deferred.fromCoroutine(self._push_topic(topic, group))
+                for topic, group in by_topic.items()
+            ]
+        ):
+            results.update(topic_results)
+        return results
+
+    async def close(self) -> None:
+        """Close every client, after the pushes they carry are answered."""
+        providers, self._providers = self._providers, {}
+        for provider in providers.values():
+            self._retire(provider.client)
+        await gatherResults(list(self._retiring))
+
+    async def _push_topic(
+        self, topic: str, infos: list[PushInfo]
+    ) -> dict[str, PushResult]:
+        # The pushes are handed to the client while the topic's lock is held,
+        # so a client being replaced concurrently is closed only after them.
+        async with self._locks[topic]:
+            try:
+                client = await self._client_for(topic)
+            except Exception as e:
+                self._log.failure("push cert of topic {topic} unusable", topic=topic)
+                client, reason = None, f"push certificate for topic unusable: {e}"
+            else:
+                reason = NO_PUSH_CERT
+            if client is None:
+                return {info.enrollment_id: PushResult(reason=reason) for info in infos}
+            pending = client.push_many(
+                [(info.token, info.push_magic) for info in infos], topic
+            )
+        results = await pending
+        return {info.enrollment_id: r for info, r in zip(infos, results)}
+
+    async def _client_for(self, topic: str) -> APNsClient | None:
+        """The topic's client, rebuilt when storage says its cert is stale."""
+        provider = self._providers.get(topic)
+        now = self._clock.seconds()
+        if provider is not None:
+            if now - provider.checked_at < self._stale_check_interval:
+                return provider.client
+            if not await self._store.is_push_cert_stale(topic, provider.stale_token):
+                provider.checked_at = now
+                return provider.client
+            del self._providers[topic]
+            self._retire(provider.client)
+            self._log.info("push cert of topic {topic} replaced", topic=topic)
+        cert = await self._store.retrieve_push_cert(topic)
+        if cert is None:
+            return None
+        client = APNsClient(
+            self._reactor, cert.cert_pem, cert.key_pem, **self._client_options
+        )
+        self._providers[topic] = _Provider(client, cert.stale_token, now)
+        return client
+
+    def _retire(self, client: APNsClient) -> None:
+        closing = Deferred.fromCoroutine(client.close())
+        self._retiring.add(closing)
+        closing.addErrback(
+            lambda failure: self._log.failure("closing APNs client", failure)
+        )
+        closing.addBoth(lambda _: self._retiring.discard(closing))
