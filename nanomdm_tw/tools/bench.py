@@ -104,7 +104,11 @@ def _parse_response(data: bytes) -> tuple[int, bytes, int] | None:
 
 @dataclass
 class Workload:
-    """What one load generator replays (pickled as a plain dict: __main__ differs per process): per device, requests sent one after another."""
+    """
+    What one load generator replays: per device, requests sent one after another.
+
+    Pickled as a plain dict, since ``__main__`` is a different module in each process.
+    """
 
     port: int
     concurrency: int
