@@ -1,4 +1,4 @@
-"""The device simulator against a real server on loopback: what users, tests and the bench rely on."""
+"""The device simulator against a real server on loopback."""
 
 import os
 import sys
@@ -36,7 +36,11 @@ async def enroll(server, enroll_type: str, **settings) -> SimulatedDevice:
 
 async def enqueue_one(server, enrollment_id: str, command_uuid: str) -> None:
     answer = await enqueue(
-        server.http, server.url, server.api_key, [enrollment_id], make_command("ProfileList", command_uuid)
+        server.http,
+        server.url,
+        server.api_key,
+        [enrollment_id],
+        make_command("ProfileList", command_uuid),
     )
     assert answer.code == 200, answer.body
 
@@ -88,14 +92,18 @@ async def test_cert_header_auth(tmp_path: Path, checkin: bool) -> None:
         commands = await device.run_queue()
 
         assert [c["CommandUUID"] for c in commands] == ["CMD-HEADER"]
-        signed = SimulatedDevice(server.url, device.identity, device.enrollment, http=server.http)
+        signed = SimulatedDevice(
+            server.url, device.identity, device.enrollment, http=server.http
+        )
         assert (await signed.idle()).code in (400, 403)
 
 
 @pytest_twisted.ensureDeferred
 async def test_refusal_is_an_error_not_an_empty_queue(tmp_path: Path) -> None:
     async with serve(tmp_path) as server:
-        stranger = SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+        stranger = SimulatedDevice.create(
+            server.url, make_identity(server.ca), http=server.http
+        )
 
         answer = await stranger.idle()
 
@@ -111,7 +119,9 @@ async def test_bootstrap_token_round_trip(tmp_path: Path) -> None:
 
         assert (await device.set_bootstrap_token(b"secret")).code == 200
 
-        assert (await device.get_bootstrap_token()).plist == {"BootstrapToken": b"secret"}
+        assert (await device.get_bootstrap_token()).plist == {
+            "BootstrapToken": b"secret"
+        }
 
 
 async def sim_cli(*args: str) -> str:
@@ -129,8 +139,14 @@ async def sim_cli(*args: str) -> str:
 @pytest_twisted.ensureDeferred
 async def test_command_line_as_the_readme_shows(tmp_path: Path) -> None:
     async with serve(tmp_path) as server:
-        common = ("--url", server.url, "--ca-dir", str(tmp_path / "data" / "devca"),
-                  "--state", str(tmp_path / "sim"))
+        common = (
+            "--url",
+            server.url,
+            "--ca-dir",
+            str(tmp_path / "data" / "devca"),
+            "--state",
+            str(tmp_path / "sim"),
+        )
         user_type = ("--type", "user")
 
         enrolled = await sim_cli(*common, "enroll", *user_type)
@@ -140,10 +156,16 @@ async def test_command_line_as_the_readme_shows(tmp_path: Path) -> None:
         ran = await sim_cli(*common, "run")
         checked_out = await sim_cli(*common, "checkout")
 
-        assert enrolled.splitlines() == [f"enrolled Device: {device_id}", f"enrolled User: {user_id}"]
+        assert enrolled.splitlines() == [
+            f"enrolled Device: {device_id}",
+            f"enrolled User: {user_id}",
+        ]
         assert ran.splitlines() == [
             f"{device_id} ProfileList CMD-CLI",
             f"{device_id}: 1 command(s) acknowledged, queue empty",
             f"{user_id}: 0 command(s) acknowledged, queue empty",
         ]
-        assert checked_out.splitlines() == [f"checked out {user_id}", f"checked out {device_id}"]
+        assert checked_out.splitlines() == [
+            f"checked out {user_id}",
+            f"checked out {device_id}",
+        ]

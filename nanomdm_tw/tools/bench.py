@@ -153,7 +153,9 @@ async def _replay(reactor, work: Workload) -> WorkerResult:
     finished = time.monotonic()
     for connection in connections:
         connection.transport.loseConnection()
-    return WorkerResult(latencies, errors, started, finished, time.process_time() - cpu_before)
+    return WorkerResult(
+        latencies, errors, started, finished, time.process_time() - cpu_before
+    )
 
 
 def _worker_main(path: str) -> None:
@@ -196,10 +198,16 @@ def _spawn(reactor, argv: list[str], log_path: Path, cwd: Path) -> _Process:
     """Run ``argv`` with this very nanomdm_tw (and its twistd plugin) importable."""
     child = _Child()
     env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE_ROOT, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [_SOURCE_ROOT, env.get("PYTHONPATH")])
+    )
     log = open(log_path, "ab")
     transport = reactor.spawnProcess(
-        child, argv[0], argv, env=env, path=str(cwd),
+        child,
+        argv[0],
+        argv,
+        env=env,
+        path=str(cwd),
         childFDs={0: "w", 1: log.fileno(), 2: log.fileno()},
     )
     log.close()
@@ -231,7 +239,9 @@ async def _wait_for(reactor, http, url: str, process: _Process, log: Path) -> No
             pass
         await task.deferLater(reactor, 0.1)
     tail = log.read_text(errors="replace").splitlines()[-15:]
-    raise SystemExit("\n".join([f"nanomdm-bench: {url} did not answer; its log ends:", *tail]))
+    raise SystemExit(
+        "\n".join([f"nanomdm-bench: {url} did not answer; its log ends:", *tail])
+    )
 
 
 _BARE_SERVER = """
@@ -259,7 +269,11 @@ reactor.run()
 def _raw(prepared: Prepared) -> bytes:
     url = urlsplit(prepared.url)
     lines = [f"PUT {url.path} HTTP/1.1", f"Host: {url.netloc}"]
-    lines += [f"{name}: {value}" for name, values in prepared.headers.items() for value in values]
+    lines += [
+        f"{name}: {value}"
+        for name, values in prepared.headers.items()
+        for value in values
+    ]
     lines.append(f"Content-Length: {len(prepared.body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + prepared.body
 
@@ -317,8 +331,13 @@ class Bench:
         self.http = HTTPClient(Agent(reactor, pool=self.pool))
 
     async def measure(
-        self, server: _Process, port: int, target: str, phase: str,
-        sequences: list[list[bytes]], untimed_first: bool = False,
+        self,
+        server: _Process,
+        port: int,
+        target: str,
+        phase: str,
+        sequences: list[list[bytes]],
+        untimed_first: bool = False,
     ) -> Figure:
         clients = self.args.clients
         start_at = time.monotonic() + _START_DELAY
@@ -327,12 +346,20 @@ class Bench:
             path = self.folder / f"work-{index}.pickle"
             share = sequences[index::clients]
             concurrency = max(1, min(len(share), self.args.concurrency // clients))
-            path.write_bytes(pickle.dumps(vars(Workload(port, concurrency, start_at, share, untimed_first))))
+            path.write_bytes(
+                pickle.dumps(
+                    vars(Workload(port, concurrency, start_at, share, untimed_first))
+                )
+            )
             paths.append(path)
         # Spawning takes a while; every load generator waits for the common start line.
         workers = [
-            _spawn(self.reactor, [sys.executable, "-m", "nanomdm_tw.tools.bench", "--worker", str(p)],
-                   self.folder / "workers.log", self.folder)
+            _spawn(
+                self.reactor,
+                [sys.executable, "-m", "nanomdm_tw.tools.bench", "--worker", str(p)],
+                self.folder / "workers.log",
+                self.folder,
+            )
             for p in paths
         ]
         await task.deferLater(self.reactor, max(0.0, start_at - time.monotonic()))
@@ -343,13 +370,19 @@ class Bench:
         for path in paths:
             result_path = Path(str(path) + ".result")
             if not result_path.exists():
-                raise SystemExit(f"nanomdm-bench: a load generator failed; see {self.folder / 'workers.log'}")
+                raise SystemExit(
+                    "nanomdm-bench: a load generator failed; see "
+                    + str(self.folder / "workers.log")
+                )
             results.append(WorkerResult(**pickle.loads(result_path.read_bytes())))
             result_path.unlink()
         latencies = sorted(l for r in results for l in r.latencies)
         seconds = max(r.finished for r in results) - min(r.started for r in results)
         return Figure(
-            target, phase, len(latencies), seconds,
+            target,
+            phase,
+            len(latencies),
+            seconds,
             statistics.median(latencies) * 1000,
             latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
             sum(r.errors for r in results),
@@ -360,28 +393,45 @@ class Bench:
     async def start(self, argv: list[str], port: int, name: str) -> _Process:
         log = self.folder / f"{name}.log"
         process = _spawn(self.reactor, argv, log, self.folder)
-        await _wait_for(self.reactor, self.http, f"http://{HOST}:{port}/version", process, log)
+        await _wait_for(
+            self.reactor, self.http, f"http://{HOST}:{port}/version", process, log
+        )
         return process
 
     async def bare(self, devices: list[_Device]) -> Figure:
         port = _free_port()
-        server = await self.start([sys.executable, "-c", _BARE_SERVER, str(port)], port, "bare")
+        server = await self.start(
+            [sys.executable, "-c", _BARE_SERVER, str(port)], port, "bare"
+        )
         try:
             return await self.measure(
-                server, port, "bare", "fixed body",
+                server,
+                port,
+                "bare",
+                "fixed body",
                 [[d.token_update] * self.args.rounds for d in devices],
             )
         finally:
             await server.stop()
 
-    async def nanomdm(self, storage: str, ca_path: Path, devices: list[_Device]) -> list[Figure]:
+    async def nanomdm(
+        self, storage: str, ca_path: Path, devices: list[_Device]
+    ) -> list[Figure]:
         port = _free_port()
         api_key = secrets.token_hex(16)
         argv = [
-            _twistd(), "--pidfile=", "-n", "nanomdm",
-            "--listen", f"tcp:{port}:interface={HOST}",
-            "--ca", str(ca_path), "--api", api_key,
-            "--storage", storage,
+            _twistd(),
+            "--pidfile=",
+            "-n",
+            "nanomdm",
+            "--listen",
+            f"tcp:{port}:interface={HOST}",
+            "--ca",
+            str(ca_path),
+            "--api",
+            api_key,
+            "--storage",
+            storage,
         ]
         if storage != "inmem":
             argv += ["--storage-dsn", str(self.folder / f"db-{storage}")]
@@ -389,28 +439,48 @@ class Bench:
         rounds = self.args.rounds
         try:
             enroll = await self.measure(
-                server, port, storage, "enroll (untimed)",
+                server,
+                port,
+                storage,
+                "enroll (untimed)",
                 [[d.authenticate, d.token_update] for d in devices],
             )
             if enroll.errors:
-                raise SystemExit(f"nanomdm-bench: {enroll.errors} enrollment errors; see {self.folder}")
+                raise SystemExit(f"nanomdm-bench: {enroll.errors} enrollment errors")
             figures = [
-                await self.measure(server, port, storage, "TokenUpdate",
-                                   [[d.token_update] * rounds for d in devices]),
-                await self.measure(server, port, storage, "Idle, empty queue",
-                                   [[d.idle] * rounds for d in devices]),
+                await self.measure(
+                    server,
+                    port,
+                    storage,
+                    "TokenUpdate",
+                    [[d.token_update] * rounds for d in devices],
+                ),
+                await self.measure(
+                    server,
+                    port,
+                    storage,
+                    "Idle, empty queue",
+                    [[d.idle] * rounds for d in devices],
+                ),
             ]
             acks = await self._enqueue_commands(port, api_key, devices)
             figures.append(
-                await self.measure(server, port, storage, "Ack -> next command",
-                                   [[d.idle] + a for d, a in zip(devices, acks)],
-                                   untimed_first=True)
+                await self.measure(
+                    server,
+                    port,
+                    storage,
+                    "Ack -> next command",
+                    [[d.idle] + a for d, a in zip(devices, acks)],
+                    untimed_first=True,
+                )
             )
             return figures
         finally:
             await server.stop()
 
-    async def _enqueue_commands(self, port: int, api_key: str, devices: list[_Device]) -> list[list[bytes]]:
+    async def _enqueue_commands(
+        self, port: int, api_key: str, devices: list[_Device]
+    ) -> list[list[bytes]]:
         """Enqueue K commands for every device; the devices' signed Acks for them."""
         url = f"http://{HOST}:{port}"
         ids = [d.sim.id for d in devices]
@@ -421,27 +491,60 @@ class Bench:
             command_uuid = secrets.token_hex(16)
             command = make_command("ProfileList", command_uuid)
             uuids.append(command_uuid)
-            responses = await gatherResults([
-                limit.run(lambda b=batch: Deferred.fromCoroutine(enqueue(self.http, url, api_key, b, command)))
-                for batch in batches
-            ])
+            responses = await gatherResults(
+                [
+                    limit.run(
+                        lambda b=batch: Deferred.fromCoroutine(
+                            enqueue(self.http, url, api_key, b, command)
+                        )
+                    )
+                    for batch in batches
+                ]
+            )
             if any(r.code != 200 for r in responses):
-                raise SystemExit("nanomdm-bench: enqueue failed: " + repr(responses[0].body[:200]))
-        return [[_raw(d.sim.prepare_report("Acknowledged", u)) for u in uuids] for d in devices]
+                raise SystemExit(
+                    "nanomdm-bench: enqueue failed: " + repr(responses[0].body[:200])
+                )
+        return [
+            [_raw(d.sim.prepare_report("Acknowledged", u)) for u in uuids]
+            for d in devices
+        ]
 
 
 def _table(figures: list[Figure], ceiling: float) -> str:
-    header = ("target", "phase", "requests", "req/s", "p50 ms", "p99 ms", "vs bare",
-              "errors", "server CPU", "client CPU")
+    header = (
+        "target",
+        "phase",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "vs bare",
+        "errors",
+        "server CPU",
+        "client CPU",
+    )
     rows = [header] + [
-        (f.target, f.phase, str(f.requests), f"{f.rate:,.0f}", f"{f.p50_ms:.2f}",
-         f"{f.p99_ms:.2f}", f"{f.rate / ceiling:.0%}", str(f.errors),
-         f"{f.server_cpu:.0%}", f"{f.client_cpu:.0%}")
+        (
+            f.target,
+            f.phase,
+            str(f.requests),
+            f"{f.rate:,.0f}",
+            f"{f.p50_ms:.2f}",
+            f"{f.p99_ms:.2f}",
+            f"{f.rate / ceiling:.0%}",
+            str(f.errors),
+            f"{f.server_cpu:.0%}",
+            f"{f.client_cpu:.0%}",
+        )
         for f in figures
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
         for row in rows
     )
 
@@ -452,32 +555,60 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         bench = Bench(reactor, args, folder)
         ca = DevelopmentCA.create(key_type="ec")
         ca.save(folder / "ca")
-        print(f"preparing {args.devices} devices (EC P-256 identities, pre-signed requests)...", flush=True)
+        print(
+            f"preparing {args.devices} devices (EC P-256, requests signed up front)...",
+            flush=True,
+        )
         devices = _prepare_devices(f"http://{HOST}", ca, args.devices)
         try:
             figures = [await bench.bare(devices)]
             for storage in filter(None, args.storage.split(",")):
                 print(f"benchmarking storage {storage}...", flush=True)
-                figures += await bench.nanomdm(storage, folder / "ca" / "ca.pem", devices)
+                figures += await bench.nanomdm(
+                    storage, folder / "ca" / "ca.pem", devices
+                )
         finally:
             await bench.pool.closeCachedConnections()
     print()
-    print(f"{args.devices} devices, {args.concurrency} concurrent connections, "
-          f"{args.clients} load generator process(es), {os.cpu_count()} CPUs; "
-          f"{args.rounds} requests per device per phase, {args.commands} commands per device")
+    print(
+        f"{args.devices} devices, {args.concurrency} concurrent connections, "
+        f"{args.clients} load generator process(es), {os.cpu_count()} CPUs; "
+        f"{args.rounds} requests per device per phase, "
+        f"{args.commands} commands per device"
+    )
     print(_table(figures, figures[0].rate))
-    print("CPU: share of one core used during the phase; a server at ~100% is bound by its "
-          "single reactor thread, a client near 100% means the load generator bounded the figure.")
+    print(
+        "CPU: share of one core used during the phase. A server near 100% is bound by\n"
+        "its single reactor thread; a client near 100% means the load generator was."
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanomdm-bench", description=__doc__.split("\n\n")[0].strip())
+    parser = argparse.ArgumentParser(
+        prog="nanomdm-bench", description=__doc__.split("\n\n")[0].strip()
+    )
     parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=50, help="connections in flight, all load generators together")
-    parser.add_argument("--clients", type=int, default=1, help="load generator processes")
-    parser.add_argument("--storage", default="inmem,sqlite", help="comma-separated backends")
-    parser.add_argument("--rounds", type=int, default=5, help="TokenUpdate and Idle requests per device")
-    parser.add_argument("--commands", type=int, default=5, help="commands enqueued per device for the Ack loop")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=50,
+        help="connections in flight, all load generators together",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=1, help="load generator processes"
+    )
+    parser.add_argument(
+        "--storage", default="inmem,sqlite", help="comma-separated backends"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="TokenUpdate and Idle requests per device"
+    )
+    parser.add_argument(
+        "--commands",
+        type=int,
+        default=5,
+        help="commands enqueued per device for the Ack loop",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 

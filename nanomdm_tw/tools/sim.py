@@ -60,7 +60,7 @@ class SimulatorError(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """A device identity certificate and its key, as SCEP or ACME would give a device."""
+    """A device identity certificate and key, as SCEP or ACME gives a device."""
 
     cert: x509.Certificate
     key: Any
@@ -113,7 +113,7 @@ def new_enrollment(
     enrollment_id: str | None = None,
     enrollment_user_id: str | None = None,
 ) -> Enrollment:
-    """The identifying fields of one channel of ``enroll_type``, random where not given."""
+    """The identifying fields of an ``enroll_type`` channel; random where not given."""
     kind = ENROLL_TYPES[enroll_type]
     if kind is EnrollType.DEVICE:
         return Enrollment(udid=udid or _random_udid())
@@ -204,10 +204,16 @@ class SimulatedDevice:
     def create(
         cls, url: str, identity: Identity, enroll_type: str = "device", **kwargs: Any
     ) -> "SimulatedDevice":
-        """A channel of ``enroll_type``; id keywords as ``new_enrollment``'s, others as ours."""
+        """A channel of ``enroll_type``; ids as ``new_enrollment`` takes them."""
         ids = {
             name: kwargs.pop(name)
-            for name in ("udid", "user_id", "user_short_name", "enrollment_id", "enrollment_user_id")
+            for name in (
+                "udid",
+                "user_id",
+                "user_short_name",
+                "enrollment_id",
+                "enrollment_user_id",
+            )
             if name in kwargs
         }
         return cls(url, identity, new_enrollment(enroll_type, **ids), **kwargs)
@@ -221,7 +227,9 @@ class SimulatedDevice:
         """The device channel this channel belongs to (itself for a device channel)."""
         if not self.enroll_id.is_user_channel:
             return self
-        parent = Enrollment(udid=self.enrollment.udid, enrollment_id=self.enrollment.enrollment_id)
+        parent = Enrollment(
+            udid=self.enrollment.udid, enrollment_id=self.enrollment.enrollment_id
+        )
         return replace(self, enrollment=parent)
 
     def user_channel(self, enroll_type: str = "user", **ids: str) -> "SimulatedDevice":
@@ -253,7 +261,9 @@ class SimulatedDevice:
         name = self.auth.split(":", 1)[1]
         return {name: [urllib.parse.quote(self.identity.cert_pem.decode("ascii"))]}
 
-    def _prepare(self, path: str, message: dict[str, Any], content_type: str) -> Prepared:
+    def _prepare(
+        self, path: str, message: dict[str, Any], content_type: str
+    ) -> Prepared:
         body = plistlib.dumps(message)
         headers = {"Content-Type": [content_type], **self._auth_headers(body)}
         return Prepared(self.url + path, body, headers)
@@ -267,7 +277,11 @@ class SimulatedDevice:
         self, status: str, command_uuid: str | None = None, **fields: Any
     ) -> Prepared:
         """A command report; ``fields`` are extra plist keys of the result."""
-        message: dict[str, Any] = {"Status": status, **self._enrollment_fields(), **fields}
+        message: dict[str, Any] = {
+            "Status": status,
+            **self._enrollment_fields(),
+            **fields,
+        }
         if command_uuid is not None:
             message["CommandUUID"] = command_uuid
         return self._prepare("/mdm", message, REPORT_CONTENT_TYPE)
@@ -319,7 +333,9 @@ class SimulatedDevice:
         push_magic: str | None = None,
         unlock_token: bytes | None = None,
     ) -> Response:
-        return await self.send(self.prepare_token_update(token, push_magic, unlock_token))
+        return await self.send(
+            self.prepare_token_update(token, push_magic, unlock_token)
+        )
 
     async def checkout(self) -> Response:
         return await self.checkin("CheckOut")
@@ -339,14 +355,14 @@ class SimulatedDevice:
     async def report(
         self, status: str, command_uuid: str | None = None, **fields: Any
     ) -> Response:
-        """Report a command's status; the answer's ``plist`` is the next command or None."""
+        """Report a status; the answer's ``plist`` is the next command or None."""
         return await self.send(self.prepare_report(status, command_uuid, **fields))
 
     async def idle(self) -> Response:
         return await self.report("Idle")
 
     async def enroll(self) -> None:
-        """Enroll as a device does: Authenticate (device channel only), then TokenUpdate."""
+        """Enroll as devices do: Authenticate (device channels), then TokenUpdate."""
         if not self.enroll_id.is_user_channel:
             _expect_ok(await self.authenticate(), "Authenticate")
         _expect_ok(await self.token_update(), "TokenUpdate")
@@ -362,7 +378,9 @@ class SimulatedDevice:
             if echo is not None:
                 echo(
                     "{} {} {}".format(
-                        self.id, command["Command"]["RequestType"], command["CommandUUID"]
+                        self.id,
+                        command["Command"]["RequestType"],
+                        command["CommandUUID"],
                     )
                 )
             command = (await self.report("Acknowledged", command["CommandUUID"])).plist
@@ -372,11 +390,14 @@ class SimulatedDevice:
 def _expect_ok(response: Response, what: str) -> None:
     if response.code != 200:
         raise SimulatorError(
-            f"{what}: HTTP {response.code}: {response.body[:200].decode('utf-8', 'replace')}"
+            f"{what}: HTTP {response.code}: "
+            + response.body[:200].decode("utf-8", "replace")
         )
 
 
-def make_command(request_type: str, command_uuid: str | None = None, **fields: Any) -> bytes:
+def make_command(
+    request_type: str, command_uuid: str | None = None, **fields: Any
+) -> bytes:
     """A command plist as an MDM API client enqueues it; ``fields`` go in Command."""
     return plistlib.dumps(
         {
@@ -444,13 +465,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="nanomdm-sim",
         description="A simulated Apple device for a nanomdm server.",
     )
-    parser.add_argument("--url", default="http://127.0.0.1:9000", help="server base URL")
     parser.add_argument(
-        "--ca-dir", default="db/devca", type=Path,
-        help="folder with ca.pem and ca.key that issues the device identity (enroll only)",
+        "--url", default="http://127.0.0.1:9000", help="server base URL"
     )
     parser.add_argument(
-        "--state", default="sim-state", type=Path,
+        "--ca-dir",
+        default="db/devca",
+        type=Path,
+        help="folder with the ca.pem and ca.key that issue identities (enroll)",
+    )
+    parser.add_argument(
+        "--state",
+        default="sim-state",
+        type=Path,
         help="folder that keeps this simulated device's identity and IDs",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -459,10 +486,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument("--type", default="device", choices=sorted(ENROLL_TYPES))
     enroll.add_argument(
-        "--auth", default="signature",
-        help='"signature" (Mdm-Signature header) or "header:NAME" (server runs with --cert-header NAME)',
+        "--auth",
+        default="signature",
+        help='"signature" (Mdm-Signature header) or "header:NAME" (for a server '
+        "run with --cert-header NAME)",
     )
-    enroll.add_argument("--checkin-path", default="/mdm", help="/checkin when the server runs with --checkin")
+    enroll.add_argument(
+        "--checkin-path",
+        default="/mdm",
+        help="/checkin when the server runs with --checkin",
+    )
     enroll.add_argument("--topic", default=DEFAULT_TOPIC)
     enroll.add_argument("--key-type", default="ec", choices=("ec", "rsa"))
     commands.add_parser("run", help="send Idle and acknowledge every queued command")
@@ -508,7 +541,9 @@ async def _checkout(args: argparse.Namespace, http: Any) -> None:
 def _require_state(args: argparse.Namespace, http: Any) -> SimulatedDevice:
     device = _load_state(args.state, args.url, http)
     if device is None:
-        raise SimulatorError(f"no simulated device in {args.state}/: run 'enroll' first")
+        raise SimulatorError(
+            f"no simulated device in {args.state}/: run 'enroll' first"
+        )
     return device
 
 
