@@ -73,6 +73,20 @@ async def test_many_pushes_share_one_connection_within_stream_limit(fake, make_c
 
 
 @pytest_twisted.ensureDeferred
+async def test_bodies_wait_for_the_flow_control_window(fake, make_client):
+    fake.initial_window_size = 8
+    client = make_client()
+    magics = [f"a-push-magic-longer-than-the-window-{n}" for n in range(20)]
+
+    results = await client.push_many(
+        [(token(n), magic) for n, magic in enumerate(magics)], TOPIC
+    )
+
+    assert [r.status for r in results] == [200] * 20
+    assert sorted(json.loads(r.body)["mdm"] for r in fake.requests) == sorted(magics)
+
+
+@pytest_twisted.ensureDeferred
 async def test_two_topics_use_their_own_certificate_and_connection(fake, make_client):
     first, second = make_client(TOPIC), make_client(OTHER_TOPIC)
 

@@ -132,8 +132,14 @@ class _APNsConnection(Protocol):
 
     def __init__(self, client: "APNsClient") -> None:
         self._client = client
+        # We build every request header ourselves: no need to re-check them.
         self._h2 = H2Connection(
-            H2Configuration(client_side=True, header_encoding="utf-8")
+            H2Configuration(
+                client_side=True,
+                header_encoding="utf-8",
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self._streams: dict[int, _Stream] = {}
         self._h2_negotiated = False
@@ -155,8 +161,9 @@ class _APNsConnection(Protocol):
 
     @property
     def has_capacity(self) -> bool:
+        # Our own count: h2's open_outbound_streams walks every stream.
         limit = self._h2.remote_settings.max_concurrent_streams
-        return self.ready and self._h2.open_outbound_streams < limit
+        return self.ready and len(self._streams) < limit
 
     def connectionMade(self) -> None:
         self._h2.initiate_connection()

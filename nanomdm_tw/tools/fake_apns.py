@@ -89,12 +89,14 @@ class _FakeAPNsConnection(Protocol):
 
     def connectionMade(self) -> None:
         self._server._connections.add(self)
-        limit = self._server.max_concurrent_streams
-        if limit is not None:
-            self._h2.local_settings = Settings(
-                client=False,
-                initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: limit},
-            )
+        settings = {
+            SettingCodes.MAX_CONCURRENT_STREAMS: self._server.max_concurrent_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: self._server.initial_window_size,
+        }
+        self._h2.local_settings = Settings(
+            client=False,
+            initial_values={k: v for k, v in settings.items() if v is not None},
+        )
         self._h2.initiate_connection()
         self._flush()
 
@@ -189,7 +191,8 @@ class FakeAPNs:
     The fake server.  ``ca`` signs its TLS certificate and must have signed
     the clients' push certificates.  Tweak the public attributes to
     misbehave: ``unregistered`` and ``bad_tokens`` (hex tokens),
-    ``max_concurrent_streams``, ``goaway_after`` (answers per connection),
+    ``max_concurrent_streams``, ``initial_window_size`` (flow control),
+    ``goaway_after`` (answers per connection),
     ``answer_delay`` (seconds; None never answers).
     """
 
@@ -209,6 +212,7 @@ class FakeAPNs:
         self.unregistered: set[str] = set()
         self.bad_tokens: set[str] = set()
         self.max_concurrent_streams: int | None = None
+        self.initial_window_size: int | None = None
         self.goaway_after: int | None = None
         self.answer_delay: float | None = 0.0
         self.requests: list[RecordedRequest] = []
