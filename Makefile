@@ -10,7 +10,6 @@ PIP := $(PYTHON) -m pip
 
 $(PYTHON):
 	python3 -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 
 install: $(PYTHON)
 	$(PIP) install --quiet .
