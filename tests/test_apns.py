@@ -154,6 +154,23 @@ async def test_push_times_out_when_apns_never_answers(fake, make_client):
 
 
 @pytest_twisted.ensureDeferred
+async def test_silent_connection_is_replaced_after_a_timeout(fake, make_client):
+    fake.answer_delay = None
+    clock = task.Clock()
+    client = make_client(timeout=10, clock=clock)
+    lost = client.push(token(1), "m", TOPIC)
+    await fake.wait_for_requests(1)
+    clock.advance(10)
+    await lost
+
+    fake.answer_delay = 0
+    result = await client.push(token(2), "m", TOPIC)
+
+    assert result.status == 200
+    assert [r.connection for r in fake.requests] == [1, 2]
+
+
+@pytest_twisted.ensureDeferred
 async def test_connection_closed_by_apns_is_reopened_for_the_next_push(
     fake, make_client
 ):

@@ -80,7 +80,16 @@ def _result_of_answer(status: int, apns_id: str | None, body: bytes) -> PushResu
 class _Push:
     """One push from the call to ``push`` until its result is known."""
 
-    __slots__ = ("token", "push_magic", "topic", "deferred", "timer", "sends", "stream")
+    __slots__ = (
+        "token",
+        "push_magic",
+        "topic",
+        "deferred",
+        "timer",
+        "sends",
+        "answers_before",
+        "stream",
+    )
 
     def __init__(self, token: bytes, push_magic: str, topic: str) -> None:
         self.token = token
@@ -89,6 +98,8 @@ class _Push:
         self.deferred: Deferred[PushResult] = Deferred()
         self.timer = None
         self.sends = 0
+        # Answers the connection had received when this push went out on it.
+        self.answers_before = 0
         # (connection, stream_id) while a stream carries this push.
         self.stream: tuple["_APNsConnection", int] | None = None
 
@@ -148,6 +159,7 @@ class _APNsConnection(Protocol):
         self._end_reason: str | None = None
         self._lost_waiters: list[Deferred[None]] = []
         self.was_ready = False
+        self.answers = 0
 
     @property
     def ready(self) -> bool:
@@ -171,8 +183,7 @@ class _APNsConnection(Protocol):
 
     def handshakeCompleted(self) -> None:
         if self.transport.negotiatedProtocol != b"h2":
-            self._end("APNs did not negotiate HTTP/2 (ALPN h2)")
-            self.transport.abortConnection()
+            self.abort("APNs did not negotiate HTTP/2 (ALPN h2)")
             return
         self._h2_negotiated = True
 
@@ -182,10 +193,12 @@ class _APNsConnection(Protocol):
         try:
             events = self._h2.receive_data(data)
         except H2Error as e:
-            self._end(f"HTTP/2 protocol error from APNs: {e}")
-            self.transport.abortConnection()
+            self.abort(f"HTTP/2 protocol error from APNs: {e}")
             return
         for event in events:
+            if self._ended:
+                # A result's callback closed the client; the rest is moot.
+                break
             if isinstance(event, ResponseReceived):
                 self._response_received(event)
             elif isinstance(event, DataReceived):
@@ -224,6 +237,7 @@ class _APNsConnection(Protocol):
         self._streams[stream_id] = stream
         push.stream = (self, stream_id)
         push.sends += 1
+        push.answers_before = self.answers
         self._send_body(stream_id, stream)
 
     def cancel_stream(self, stream_id: int) -> None:
@@ -231,6 +245,11 @@ class _APNsConnection(Protocol):
         if self._streams.pop(stream_id, None) is not None and not self._ended:
             self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
             self._flush()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection; its streams fail with ``reason``."""
+        self._end(reason)
+        self.transport.abortConnection()
 
     def close(self) -> Deferred[None]:
         """Say GOAWAY and disconnect; fires once the connection is gone."""
@@ -297,6 +316,7 @@ class _APNsConnection(Protocol):
             stream.body += event.data
 
     def _stream_ended(self, stream_id: int) -> None:
+        self.answers += 1
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return
@@ -309,6 +329,7 @@ class _APNsConnection(Protocol):
         stream.push.finish(result)
 
     def _stream_reset(self, event: StreamReset) -> None:
+        self.answers += 1
         stream = self._streams.pop(event.stream_id, None)
         if stream is None:
             return
@@ -398,7 +419,7 @@ class APNsClient:
         self._outstanding: set[_Push] = set()
         self._idle_waiters: list[Deferred[None]] = []
         self._connection: _APNsConnection | None = None
-        self._connecting = False
+        self._connecting: Deferred[_APNsConnection] | None = None
         self.connections_made = 0
 
     def push(self, token: bytes, push_magic: str, topic: str) -> Deferred[PushResult]:
@@ -425,6 +446,8 @@ class APNsClient:
             waiter: Deferred[None] = Deferred()
             self._idle_waiters.append(waiter)
             await waiter
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._connection is not None:
             await self._connection.close()
 
@@ -461,7 +484,7 @@ class APNsClient:
         if connection is not None:
             self._feed(connection)
             connection._flush()
-        elif self._queue and not self._connecting:
+        elif self._queue and self._connecting is None:
             self._connect()
 
     def _feed(self, connection: _APNsConnection) -> None:
@@ -473,18 +496,16 @@ class APNsClient:
             connection.open_stream(push, *self._request(push))
 
     def _connect(self) -> None:
-        self._connecting = True
         self.connections_made += 1
-        self._endpoint.connect(self._factory).addCallbacks(
-            self._connected, self._connect_failed
-        )
+        self._connecting = self._endpoint.connect(self._factory)
+        self._connecting.addCallbacks(self._connected, self._connect_failed)
 
     def _connected(self, connection: _APNsConnection) -> None:
-        self._connecting = False
+        self._connecting = None
         self._connection = connection
 
     def _connect_failed(self, failure: Failure) -> None:
-        self._connecting = False
+        self._connecting = None
         message = f"cannot connect to APNs: {failure.getErrorMessage()}"
         self._log.warn("{message}", message=message)
         self._fail_queue(message)
@@ -519,10 +540,19 @@ class APNsClient:
             push.finish(PushResult(reason=message))
 
     def _timed_out(self, push: _Push) -> None:
+        message = f"no answer from APNs in {self._timeout:g} s"
+        connection = self._connection
         if push.stream is not None:
             connection, stream_id = push.stream
             connection.cancel_stream(stream_id)
-        elif push in self._queue:
+            # No stream answered since the push went out: the connection is
+            # likely dead without TCP knowing; the next push must not wait on it.
+            if connection.answers == push.answers_before:
+                connection.abort(f"APNs connection silent: {message}")
+        else:
             self._queue.remove(push)
-        push.finish(PushResult(reason=f"no answer from APNs in {self._timeout:g} s"))
+            # A connection that could not get ready within a push's timeout.
+            if connection is not None and not connection.ready:
+                connection.abort(f"APNs connection not ready: {message}")
+        push.finish(PushResult(reason=message))
 
