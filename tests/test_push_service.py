@@ -63,7 +63,7 @@ async def make_service(fake, ca, store):
 
     yield build
     for service in services:
-        await service.close()
+        await service.stopService()
 
 
 @pytest_twisted.ensureDeferred

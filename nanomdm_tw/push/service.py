@@ -11,6 +11,7 @@ stored the renewal.
 from collections import defaultdict
 from dataclasses import dataclass
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -22,6 +23,10 @@ NO_PUSH_INFO = "no push info"
 NO_PUSH_CERT = "no push certificate for topic"
 
 
+class UnusablePushCert(ValueError):
+    """The stored push cert or key cannot be loaded for TLS."""
+
+
 @dataclass(slots=True)
 class _Provider:
     """A topic's client, the stale token of the cert it was built from, and when that was last checked."""
@@ -31,9 +36,12 @@ class _Provider:
     checked_at: float
 
 
-class PushService:
+class PushService(Service):
     """
     Pushes to enrollments; ``store`` provides IPushInfoStore and IPushCertStore.
+
+    A Service so the server's MultiService closes the APNs connections on
+    shut-down; connections open lazily, so there is nothing to start.
 
     ``stale_check_interval``: a cached client is trusted this many seconds
     after its stale token was last confirmed, so a burst of pushes costs one
@@ -89,6 +97,10 @@ class PushService:
             results.update(topic_results)
         return results
 
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self.close())
+
     async def close(self) -> None:
         """Close every client, after the pushes they carry are answered."""
         providers, self._providers = self._providers, {}
@@ -104,9 +116,8 @@ class PushService:
         async with self._locks[topic]:
             try:
                 client = await self._client_for(topic)
-            except Exception as e:
-                self._log.failure("push cert of topic {topic} unusable", topic=topic)
-                client, reason = None, f"push certificate for topic unusable: {e}"
+            except UnusablePushCert as e:
+                client, reason = None, str(e)
             else:
                 reason = NO_PUSH_CERT
             if client is None:
@@ -133,9 +144,13 @@ class PushService:
         cert = await self._store.retrieve_push_cert(topic)
         if cert is None:
             return None
-        client = APNsClient(
-            self._reactor, cert.cert_pem, cert.key_pem, **self._client_options
-        )
+        try:
+            client = APNsClient(
+                self._reactor, cert.cert_pem, cert.key_pem, **self._client_options
+            )
+        except Exception as e:
+            self._log.failure("push cert of topic {topic} unusable", topic=topic)
+            raise UnusablePushCert(f"push certificate for topic unusable: {e}") from e
         self._providers[topic] = _Provider(client, cert.stale_token, now)
         return client
 
