@@ -12,6 +12,7 @@ and every failure of the parser or the check becomes a MessageError (400).
 
 import base64
 import binascii
+import functools
 import datetime
 import hashlib
 
@@ -162,15 +163,22 @@ def _verify(signature_der: bytes, content: bytes) -> x509.Certificate:
         # The signature covers the attributes' DER with a SET tag, not the [0] tag.
         signed_bytes = _set_of(signed_attrs.contents)
 
-    cert = x509.load_der_x509_certificate(asn1_cert.dump())
+    cert, public_key = _load_certificate(asn1_cert.dump())
     _check_signature(
-        cert.public_key(),
+        public_key,
         signer_info["signature_algorithm"].signature_algo,
         signer_info["signature"].native,
         signed_bytes,
         hash_algorithm,
     )
     return cert
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_certificate(der: bytes) -> tuple[x509.Certificate, object]:
+    """Parsed once per device: the same identity signs every request it sends."""
+    cert = x509.load_der_x509_certificate(der)
+    return cert, cert.public_key()
 
 
 def _find_signer(certificates, sid: cms.SignerIdentifier) -> asn1_x509.Certificate:

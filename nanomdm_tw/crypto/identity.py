@@ -6,11 +6,10 @@ certificate (``-cert-header`` or ``Mdm-Signature``), then verify it against
 ``-ca`` when one is configured.
 """
 
-import hashlib
 from typing import Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives import hashes
 
 from ..errors import MessageError
 from .certheader import certificate_from_header
@@ -22,7 +21,7 @@ MDM_SIGNATURE_HEADER = b"Mdm-Signature"
 
 def cert_hash(cert: x509.Certificate) -> str:
     """Lowercase hex SHA-256 of the DER: the key of cert auth associations."""
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 class DeviceIdentity:

@@ -12,13 +12,12 @@ unenroll working fleets.
 """
 
 import datetime
-import hashlib
 import time
 from collections import OrderedDict
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
@@ -83,7 +82,7 @@ class TrustStore:
     def verify(self, cert: x509.Certificate) -> None:
         """Raise AuthenticationError unless ``cert`` is a valid client cert of ours."""
         now = self._clock.seconds()
-        key = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+        key = cert.fingerprint(hashes.SHA256())
         expires = self._verified.get(key)
         if expires is not None:
             if now < expires:
