@@ -23,6 +23,7 @@ from .crypto.devca import DevelopmentCA
 from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
 from .logs import set_debug
+from .push.service import PushService
 from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import APPLE_ESCROW_KEY_UNLOCK_URL, EscrowKeyUnlockResource
 from .resources.channel import MDMChannel
@@ -149,6 +150,7 @@ class NanoMDMService(Service):
         self.settings = settings
         self._reactor = reactor
         self.storage: IStorage | None = None
+        self.push_service: PushService | None = None
         self.port: IListeningPort | None = None
         self.api_key = settings.api_key
         self.development_ca: DevelopmentCA | None = None
@@ -177,7 +179,16 @@ class NanoMDMService(Service):
         self.storage = storage
         trust = self._trust_store()
         identity = DeviceIdentity(trust, settings.cert_header or None)
-        root = build_root(settings, storage, identity, self.api_key, None, self._reactor)
+        self.push_service = PushService(
+            storage,
+            self._reactor,
+            base_url=settings.apns_url,
+            extra_ca_pem=settings.apns_ca_pem(),
+            expiration=settings.push_expiration,
+        )
+        root = build_root(
+            settings, storage, identity, self.api_key, self.push_service.push, self._reactor
+        )
         site = MDMSite(root, settings.max_body_size)
         endpoint = serverFromString(self._reactor, settings.listen)
         self.port = await endpoint.listen(site)
@@ -224,6 +235,8 @@ class NanoMDMService(Service):
     async def _stop(self) -> None:
         if self.port is not None:
             await self.port.stopListening()
+        if self.push_service is not None:
+            await self.push_service.close()
         if self.storage is not None:
             await self.storage.close()
 

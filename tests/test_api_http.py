@@ -52,7 +52,7 @@ async def test_enqueue_to_many_with_one_unknown(tmp_path: Path) -> None:
         await b.enroll()
         command = make_command("ProfileList", "CMD-1")
         code, headers, body = await put(
-            server, f"/v1/enqueue/{a.id},{b.id},UNKNOWN-ID", command
+            server, f"/v1/enqueue/{a.id},{b.id},UNKNOWN-ID?nopush=1", command
         )
         assert code == 207
         assert headers.getRawHeaders("content-type") == ["application/json"]
