@@ -120,3 +120,14 @@ async def test_device_path_never_401(tmp_path: Path) -> None:
             server.url + "/mdm", data=b"junk", auth=("nanomdm", "wrong")
         )
         assert answer.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_enqueue_to_thousands_of_ids_in_one_url(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        ids = [f"{n:08X}-0000-0000-0000-000000000000" for n in range(5000)]
+        code, _, body = await put(
+            server, "/v1/enqueue/" + ",".join(ids) + "?nopush=1", make_command("ProfileList")
+        )
+        assert code == 500  # all unknown: but every ID was read from the 185 KB URL
+        assert len(json.loads(body)["status"]) == 5000

@@ -344,15 +344,16 @@ def raw_exchange(url: str, request: bytes) -> bytes:
     return answer
 
 
+@pytest.mark.parametrize("size", [200_000, 1_100_000])
 @pytest_twisted.ensureDeferred
-async def test_huge_signature_header(tmp_path: Path) -> None:
+async def test_huge_signature_header(tmp_path: Path, size: int) -> None:
     async with serve(tmp_path) as server:
         d = device(server)
         prepared = d.prepare_checkin("Authenticate", Topic="t")
         request = (
-            b"PUT /mdm HTTP/1.1\r\nHost: x\r\n"
+            b"PUT /mdm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             b"Content-Type: application/x-apple-aspen-mdm-checkin\r\n"
-            b"Mdm-Signature: " + b"A" * 200_000 + b"\r\n"
+            b"Mdm-Signature: " + b"A" * size + b"\r\n"
             b"Content-Length: %d\r\n\r\n" % len(prepared.body) + prepared.body
         )
         answer = await threads.deferToThread(raw_exchange, server.url, request)
