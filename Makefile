@@ -26,3 +26,4 @@ test: install-test
 
 bench: install
 	$(VENV)/bin/nanomdm-bench $(BENCH_FLAGS)
+	$(PYTHON) -m nanomdm_tw.tools.bench_push
