@@ -1,8 +1,9 @@
 """
 Every storage backend the conformance suite runs against.
 
-Each entry makes a fresh, opened backend in a temporary folder; a new
-backend (MySQL, PostgreSQL) joins the suite by adding one entry here.
+Each entry makes a fresh, opened backend in a temporary folder (MySQL: in
+a throwaway database, dropped on close); a new backend (PostgreSQL) joins
+the suite by adding one entry here.
 """
 
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,9 @@ from typing import Any
 
 from nanomdm_tw.storage.interfaces import IStorage
 from nanomdm_tw.storage.memory import MemoryStorage
+from nanomdm_tw.storage.mysql import MySQLStorage
 from nanomdm_tw.storage.sqlite import SQLiteStorage
+from .mysqlserver import ThrowawayDatabase
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,24 @@ async def make_sqlite(tmp_path: Path, options: dict[str, Any]) -> IStorage:
     return await _opened(SQLiteStorage(str(tmp_path / "sqlite"), options))
 
 
+class ThrowawayMySQLStorage(MySQLStorage):
+    """MySQL storage in its own database, which goes away with close()."""
+
+    def __init__(self, database: ThrowawayDatabase, options: dict[str, Any]):
+        super().__init__(database.dsn, options)
+        self.database = database
+
+    async def close(self) -> None:
+        await super().close()
+        self.database.drop()
+
+
+async def make_mysql(tmp_path: Path, options: dict[str, Any]) -> IStorage:
+    return await _opened(ThrowawayMySQLStorage(ThrowawayDatabase(), options))
+
+
 BACKENDS = [
     Backend("inmem", make_memory),
     Backend("sqlite", make_sqlite),
+    Backend("mysql", make_mysql),
 ]

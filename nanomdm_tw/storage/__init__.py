@@ -59,6 +59,12 @@ def _sqlite(dsn: str, options: dict) -> IStorage:
     return SQLiteStorage(dsn or "db", options)
 
 
+def _mysql(dsn: str, options: dict) -> IStorage:
+    from .mysql import MySQLStorage
+
+    return MySQLStorage(dsn, options)
+
+
 def _file(dsn: str, options: dict) -> IStorage:
     _log.info(
         "storage 'file' is served by the sqlite backend (DSN {dsn!r})", dsn=dsn or "db"
@@ -66,11 +72,12 @@ def _file(dsn: str, options: dict) -> IStorage:
     return _sqlite(dsn, options)
 
 
-# The backends by their -storage name; mysql and pgsql join here.
+# The backends by their -storage name; pgsql joins here.
 _BACKENDS: dict[str, Callable[[str, dict], IStorage]] = {
     "inmem": _inmem,
     "sqlite": _sqlite,
     "file": _file,
+    "mysql": _mysql,
 }
 STORAGE_NAMES = tuple(_BACKENDS)
 

@@ -2,15 +2,57 @@
 The ``-storage-options`` string: comma-separated ``key=value`` pairs.
 
 NanoMDM's SQL backends know one option, ``delete=1``: drop results, queue
-rows and commands once every enrollment has answered them.
+rows and commands once every enrollment has answered them.  The MySQL
+backend adds its connection pool's knobs, named after Go's ``sql.DB``
+settings: ``max_open_conns``, ``min_open_conns``, ``conn_max_lifetime`` and
+``conn_max_idle_time`` (Go durations such as ``30s``, ``5m``, ``1h``; 0 is
+no limit).
 """
 
+import re
+from collections.abc import Callable
+from typing import Any
+
 _BOOLEANS = {"1": True, "0": False}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_storage_options(text: str) -> dict[str, bool]:
-    """Parse ``delete=1`` style options; raise ValueError on anything else."""
-    options: dict[str, bool] = {}
+def parse_duration(text: str) -> float:
+    """A Go duration (``1h30m``, ``500ms``, ``0``) in seconds."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def _boolean(text: str) -> bool:
+    if text not in _BOOLEANS:
+        raise ValueError(f"{text!r} (use 0 or 1)")
+    return _BOOLEANS[text]
+
+
+def _connections(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} (use a number of connections, at least 1)")
+    return int(text)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "delete": _boolean,
+    "max_open_conns": _connections,
+    "min_open_conns": _connections,
+    "conn_max_lifetime": parse_duration,
+    "conn_max_idle_time": parse_duration,
+}
+
+
+def parse_storage_options(text: str) -> dict[str, Any]:
+    """Parse ``delete=1,max_open_conns=20`` style options; raise ValueError on anything else."""
+    options: dict[str, Any] = {}
     if not text.strip():
         return options
     for pair in text.split(","):
@@ -20,11 +62,13 @@ def parse_storage_options(text: str) -> dict[str, bool]:
             raise ValueError(
                 f"invalid storage option {pair!r}: expected key=value, e.g. delete=1"
             )
-        if key != "delete":
+        parse = _PARSERS.get(key)
+        if parse is None:
             raise ValueError(
-                f"unknown storage option {key!r}: the only option is delete=0|1"
+                f"unknown storage option {key!r}: known are {', '.join(_PARSERS)}"
             )
-        if value.strip() not in _BOOLEANS:
-            raise ValueError(f"invalid value for delete option: {value!r} (use 0 or 1)")
-        options[key] = _BOOLEANS[value.strip()]
+        try:
+            options[key] = parse(value.strip())
+        except ValueError as e:
+            raise ValueError(f"invalid value for {key} option: {e}") from None
     return options

@@ -11,6 +11,8 @@ the schema version bookkeeping; every storage method is one
 
 import base64
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -18,6 +20,7 @@ from typing import Any
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -40,6 +43,7 @@ from . import (
     new_stale_token,
 )
 from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
+from .lastseen import LastSeenBatcher
 
 # Bound parameters per statement stay well under every driver's limit.
 _CHUNK = 500
@@ -57,6 +61,8 @@ class Dialect:
     name: str  # also the folder under schema/ holding its versioned files
     paramstyle: str  # "qmark" (sqlite3) or "format" (pymysql, psycopg)
     upsert_style: str  # "on_conflict" (SQLite, PostgreSQL) or "on_duplicate_key"
+    # ORDER BY of the next-command query, matching the dialect's queue index.
+    queue_order: str = "q.priority DESC, q.seq"
 
     def sql(self, query: str) -> str:
         if self.paramstyle == "qmark":
@@ -90,10 +96,12 @@ class Dialect:
             return "{} ON CONFLICT ({}) DO UPDATE SET {}".format(
                 insert, ", ".join(key), ", ".join(updates)
             )
-        updates = [f"{c} = new.{c}" for c in copy] + list(assign)
+        # VALUES(col), not MySQL 8's "AS new ... new.col": MariaDB rejects the
+        # latter, MySQL 8 still accepts the former.
+        updates = [f"{c} = VALUES({c})" for c in copy] + list(assign)
         if not updates:
             return f"{insert} ON DUPLICATE KEY UPDATE {key[0]} = {key[0]}"
-        return f"{insert} AS new ON DUPLICATE KEY UPDATE {', '.join(updates)}"
+        return f"{insert} ON DUPLICATE KEY UPDATE {', '.join(updates)}"
 
 
 def schema_files(dialect: str) -> list[tuple[int, list[str]]]:
@@ -149,6 +157,12 @@ def _empty_to_null(value: str) -> str | None:
     return value or None
 
 
+def not_idempotent(interaction: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an interaction that must not run twice should its commit be lost."""
+    interaction.idempotent = False
+    return interaction
+
+
 @implementer(IStorage)
 class SQLStorage:
     """IStorage over an adbapi pool; subclasses open the pool and manage the schema."""
@@ -156,9 +170,17 @@ class SQLStorage:
     _log = Logger()
     dialect: Dialect
 
+    _reactor: Any = None  # None: the global reactor
+
     def __init__(self, options: dict[str, Any] | None = None):
         self._delete = bool((options or {}).get("delete", False))
         self._pool: ConnectionPool | None = None
+        self._last_seen: LastSeenBatcher | None = None
+        # Statements and commits sent per kind of interaction (see round_trips).
+        self._round_trips: Counter[str] = Counter()
+        self._interactions: Counter[str] = Counter()
+        self._counting = threading.Lock()
+        self._current = threading.local()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -166,19 +188,60 @@ class SQLStorage:
         """Start the transaction, for drivers that need it said explicitly."""
 
     def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        return self._pool.runInteraction(self._transaction, fn, *args)
+        """Run ``fn`` as one transaction, once more if the backend deems the failure safe to retry."""
+        idempotent = getattr(fn, "idempotent", True)
+
+        def retry(failure: Failure) -> Deferred | Failure:
+            if not self._should_retry(failure, idempotent):
+                return failure
+            self._log.info(
+                "retrying {interaction} after {error}",
+                interaction=fn.__name__,
+                error=failure.getErrorMessage(),
+            )
+            return self._pool.runInteraction(self._transaction, fn, *args)
+
+        d = self._pool.runInteraction(self._transaction, fn, *args)
+        d.addErrback(retry)
+        return d
+
+    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
+        """Whether a failed interaction may run again; backends know their transient errors."""
+        return False
 
     def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
+        self._current.name = fn.__name__
+        with self._counting:
+            self._interactions[fn.__name__] += 1
+            self._round_trips[fn.__name__] += 1  # the COMMIT
         self._begin(txn)
         return fn(txn, *args)
 
+    def _count_round_trip(self) -> None:
+        with self._counting:
+            self._round_trips[self._current.name] += 1
+
+    def round_trips(self) -> dict[str, tuple[int, int]]:
+        """Per interaction: (transactions run, statements + commits sent)."""
+        with self._counting:
+            return {
+                name: (count, self._round_trips[name])
+                for name, count in self._interactions.items()
+            }
+
     def _execute(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> None:
+        self._count_round_trip()
         args = tuple(args)
         if args:
             txn.execute(self.dialect.sql(query), args)
         else:
             # Without parameters, format-style drivers must not parse the text.
             txn.execute(query)
+
+    def _execute_many(self, txn: Transaction, query: str, rows: list[tuple]) -> None:
+        """One statement over many rows (PyMySQL sends one multi-row INSERT)."""
+        self._count_round_trip()
+        txn.executemany(self.dialect.sql(query), rows)
 
     def _one(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> Any:
         """The first row of a query, or None."""
@@ -209,6 +272,31 @@ class SQLStorage:
     async def open(self) -> None:
         self._pool = self._make_pool()
         await self._interact(self._upgrade_schema)
+        self._start_last_seen()
+
+    def _start_last_seen(self) -> None:
+        if self._reactor is None:
+            from twisted.internet import reactor as clock
+        else:
+            clock = self._reactor
+        self._last_seen = LastSeenBatcher(self._store_last_seen, clock, max_ids=_CHUNK)
+        self._last_seen.start()
+
+    def touch(self, enrollment_id: str) -> None:
+        """Note that the enrollment was seen now; written later, in a batch, off the request path."""
+        if self._last_seen is not None:
+            self._last_seen.touch(enrollment_id)
+
+    def _store_last_seen(self, enrollment_ids: list[str]) -> Deferred:
+        return self._interact(self._update_last_seen, enrollment_ids)
+
+    def _update_last_seen(self, txn, enrollment_ids: list[str]) -> None:
+        self._execute(
+            txn,
+            "UPDATE enrollments SET last_seen_at = CURRENT_TIMESTAMP "
+            f"WHERE id IN ({_marks(len(enrollment_ids))})",
+            enrollment_ids,
+        )
 
     def _upgrade_schema(self, txn: Transaction) -> None:
         """Apply the schema files newer than the database, in one transaction."""
@@ -228,6 +316,9 @@ class SQLStorage:
                 self._set_schema_version(txn, version)
 
     async def close(self) -> None:
+        if self._last_seen is not None:
+            await self._last_seen.stop()
+            self._last_seen = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -269,6 +360,7 @@ class SQLStorage:
     def store_token_update(self, request: MDMRequest, message: TokenUpdate) -> Deferred:
         return self._interact(self._store_token_update, request, message)
 
+    @not_idempotent  # the tally
     def _store_token_update(self, txn, request: MDMRequest, message: TokenUpdate):
         enroll_id = request.enroll_id
         device_id = enroll_id.device_channel_id
@@ -394,6 +486,7 @@ class SQLStorage:
         ids = list(dict.fromkeys(enrollment_ids))
         return await self._interact(self._enqueue_command, ids, command, priority)
 
+    @not_idempotent  # a second run would find the command queued
     def _enqueue_command(self, txn, ids: list[str], command: Command, priority: int):
         known = self._ids_in(txn, "SELECT id FROM enrollments WHERE id IN ({})", ids)
         queued = self._ids_in(
@@ -422,10 +515,9 @@ class SQLStorage:
         elif as_bytes(stored[0]) != command.raw:
             errors.update((i, QUEUE_ERROR_UUID_CONFLICT) for i in to_queue)
             return errors
-        txn.executemany(
-            self.dialect.sql(
-                "INSERT INTO enrollment_queue (id, command_uuid, priority) VALUES (?, ?, ?)"
-            ),
+        self._execute_many(
+            txn,
+            "INSERT INTO enrollment_queue (id, command_uuid, priority) VALUES (?, ?, ?)",
             [(i, command.command_uuid, priority) for i in to_queue],
         )
         return errors
@@ -433,6 +525,7 @@ class SQLStorage:
     def store_command_report(self, request: MDMRequest, report: CommandReport) -> Deferred:
         return self._interact(self._store_command_report, request.enroll_id.id, report)
 
+    @not_idempotent  # the NotNow tally
     def _store_command_report(self, txn, enrollment_id: str, report: CommandReport):
         if report.is_idle:
             return
@@ -506,7 +599,7 @@ class SQLStorage:
             "LEFT JOIN command_results AS r "
             "ON r.id = q.id AND r.command_uuid = q.command_uuid "
             f"WHERE q.id = ? AND q.active = TRUE AND {unanswered} "
-            "ORDER BY q.priority DESC, q.seq LIMIT 1",
+            f"ORDER BY {self.dialect.queue_order} LIMIT 1",
             (enrollment_id,),
         )
         if row is None:
