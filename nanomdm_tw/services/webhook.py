@@ -1,0 +1,275 @@
+"""
+``--webhook-url``: every MDM event as a JSON POST, NanoMDM-compatible.
+
+It runs after the core service (see multi.py), so the device never waits
+for it.  Unlike NanoMDM, which posts once and forgets, a failed delivery
+(refused, timed out, not 2xx) is retried with exponential backoff, up to
+``max_attempts`` times.  Events of one enrollment are delivered one at a
+time, in the order the requests came; enrollments do not wait for each
+other.  At most ``max_queued`` events wait in memory; beyond that the new
+event is dropped.  Every dropped event is logged with its event ID (the
+request's trace ID).  Shut-down gives pending deliveries ``shutdown_grace``
+seconds, then drops what is left.
+"""
+
+import base64
+import hashlib
+import hmac
+from collections import deque
+from dataclasses import dataclass, field
+
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..mdm import messages as m
+from ..mdm.request import MDMRequest
+from ..storage.interfaces import ITokenUpdateTallyStore
+from . import webhook_event
+from .interfaces import IMDMService
+
+HMAC_HEADER = b"X-Hmac-Signature"
+TRACE_ID_HEADER = b"X-Trace-ID"
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+
+def hmac_signature(key: bytes, body: bytes) -> bytes:
+    """Base64 HMAC-SHA256 of ``body``: NanoMDM's X-Hmac-Signature value."""
+    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
+
+
+class DeliveryError(Exception):
+    """The receiver did not take the event (status other than 2xx)."""
+
+
+class NoAnswerInTime(Exception):
+    """The other side did not answer within the timeout."""
+
+
+async def within(attempt: Deferred, seconds: float, clock) -> object:
+    """
+    The result of ``attempt``, cancelled after ``seconds`` on ``clock``.
+
+    Twisted's addTimeout reports a timeout only when cancelling yields
+    CancelledError; an HTTP client yields its own errors, so we keep track.
+    """
+    timed_out = []
+
+    def time_out() -> None:
+        timed_out.append(True)
+        attempt.cancel()
+
+    timer = clock.callLater(seconds, time_out)
+    try:
+        return await attempt
+    except Exception as e:
+        if timed_out:
+            raise NoAnswerInTime(f"no answer within {seconds:g}s") from e
+        raise
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+@dataclass
+class _Pending:
+    """A queued event; ``body`` fires once its JSON is built (the tally may be read first)."""
+
+    event_id: str
+    topic: str
+    body: Deferred = field(repr=False)
+
+
+@implementer(IMDMService)
+class WebhookService(Service):
+    _log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        http: HTTPClient,
+        tally_store: ITokenUpdateTallyStore | None = None,
+        hmac_key: bytes = b"",
+        clock=None,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 8,
+        first_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        max_queued: int = 10_000,
+        shutdown_grace: float = 3.0,
+    ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._url = url.encode("utf-8")
+        self._http = http
+        self._tally_store = tally_store
+        self._hmac_key = hmac_key
+        self._clock = clock
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._first_backoff = first_backoff
+        self._max_backoff = max_backoff
+        self._max_queued = max_queued
+        self._shutdown_grace = shutdown_grace
+        self._queues: dict[str, deque[_Pending]] = {}
+        self._senders: dict[str, Deferred] = {}
+        self._queued = 0
+        self._abandoned = False
+
+    # IMDMService: build the event, queue it, return at once.
+
+    async def checkin(
+        self, request: MDMRequest, message: m.CheckinMessage
+    ) -> bytes | None:
+        created_at = self._clock.seconds()
+        if isinstance(message, m.TokenUpdate) and self._tally_store is not None:
+            body = Deferred.fromCoroutine(
+                self._token_update_body(request, message, created_at)
+            )
+        else:
+            event = webhook_event.checkin_event(request, message, created_at)
+            body = succeed(webhook_event.encode_event(event))
+        self._enqueue(request, webhook_event.checkin_topic(message), body)
+        return None
+
+    async def command_report(
+        self, request: MDMRequest, report: m.CommandReport
+    ) -> m.Command | None:
+        event = webhook_event.acknowledge_event(request, report, self._clock.seconds())
+        body = succeed(webhook_event.encode_event(event))
+        self._enqueue(request, webhook_event.CONNECT_TOPIC, body)
+        return None
+
+    async def _token_update_body(
+        self, request: MDMRequest, message: m.TokenUpdate, created_at: float
+    ) -> bytes:
+        """The core stored this TokenUpdate before we run: the tally counts it."""
+        tally = await self._tally_store.retrieve_token_update_tally(request.enroll_id.id)
+        event = webhook_event.checkin_event(request, message, created_at, tally)
+        return webhook_event.encode_event(event)
+
+    # Queues, one per enrollment, each drained by one sender.
+
+    def _enqueue(self, request: MDMRequest, topic: str, body: Deferred) -> None:
+        pending = _Pending(request.trace_id, topic, body)
+        if not self.running or self._queued >= self._max_queued:
+            body.addErrback(lambda _: None)
+            self._dropped(pending, "queue full" if self.running else "shutting down")
+            return
+        enrollment_id = request.enroll_id.id
+        self._queues.setdefault(enrollment_id, deque()).append(pending)
+        self._queued += 1
+        if enrollment_id not in self._senders:
+            sender = Deferred.fromCoroutine(self._drain(enrollment_id))
+            if not sender.called:
+                self._senders[enrollment_id] = sender
+            sender.addBoth(self._sender_done, enrollment_id)
+
+    def _sender_done(self, result: object, enrollment_id: str) -> None:
+        """Whatever is still queued when a sender ends (cancelled at shut-down) is lost."""
+        self._senders.pop(enrollment_id, None)
+        if isinstance(result, Failure) and not result.check(CancelledError):
+            self._log.failure("webhook sender failed", result)
+        for pending in self._queues.pop(enrollment_id, ()):
+            self._queued -= 1
+            self._dropped(pending, "shut down before delivery")
+
+    async def _drain(self, enrollment_id: str) -> None:
+        queue = self._queues[enrollment_id]
+        while queue:
+            await self._deliver(queue[0])
+            queue.popleft()
+            self._queued -= 1
+        del self._queues[enrollment_id]
+
+    async def _deliver(self, pending: _Pending) -> None:
+        try:
+            body = await pending.body
+        except CancelledError:
+            raise
+        except Exception as e:
+            self._dropped(pending, "could not build the event: " + repr(e))
+            return
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._post(pending, body)
+                return
+            except CancelledError:
+                raise
+            except Exception as e:
+                if self._abandoned:
+                    raise CancelledError() from e
+                error = str(e) or type(e).__name__
+            if attempt == self._max_attempts:
+                break
+            delay = min(self._first_backoff * 2 ** (attempt - 1), self._max_backoff)
+            wait = deferLater(self._clock, delay)
+            self._log.warn(
+                "webhook delivery failed, retrying event_id={event_id} topic={topic}"
+                " attempt={attempt} delay={delay} error={error}",
+                event_id=pending.event_id,
+                topic=pending.topic,
+                attempt=attempt,
+                delay=delay,
+                error=error,
+            )
+            await wait
+        self._dropped(pending, f"{self._max_attempts} attempts failed, last: {error}")
+
+    async def _post(self, pending: _Pending, body: bytes) -> None:
+        await within(
+            Deferred.fromCoroutine(self._post_once(pending, body)), self._timeout, self._clock
+        )
+
+    async def _post_once(self, pending: _Pending, body: bytes) -> None:
+        headers = {
+            b"Content-Type": [JSON_CONTENT_TYPE],
+            TRACE_ID_HEADER: [pending.event_id.encode("ascii")],
+        }
+        if self._hmac_key:
+            headers[HMAC_HEADER] = [hmac_signature(self._hmac_key, body)]
+        response = await self._http.post(
+            self._url, data=body, headers=headers, allow_redirects=False
+        )
+        await response.content()
+        if not 200 <= response.code < 300:
+            raise DeliveryError(f"HTTP {response.code}")
+
+    def _dropped(self, pending: _Pending, reason: str) -> None:
+        self._log.error(
+            "webhook event dropped event_id={event_id} topic={topic}: {reason}",
+            event_id=pending.event_id,
+            topic=pending.topic,
+            reason=reason,
+        )
+
+    # IService: stop taking events, let pending ones finish for a moment.
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        senders = list(self._senders.values())
+        if not senders:
+            return
+        timer = self._clock.callLater(self._shutdown_grace, self._abandon)
+        await DeferredList(senders, consumeErrors=True)
+        if timer.active():
+            timer.cancel()
+
+    def _abandon(self) -> None:
+        """The grace period is over: cancel every sender; what they held is dropped."""
+        self._log.warn(
+            "webhook: {count} events still pending after {grace}s, dropping them",
+            count=self._queued,
+            grace=self._shutdown_grace,
+        )
+        self._abandoned = True
+        for sender in list(self._senders.values()):
+            sender.cancel()
