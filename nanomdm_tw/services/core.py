@@ -14,6 +14,8 @@ from ..errors import HTTPStatusError
 from ..mdm import messages as m
 from ..mdm.request import MDMRequest
 from ..storage.interfaces import IStorage
+from .dm import IDeclarativeManagement
+from .gettoken import GetTokenRegistry
 from .interfaces import IMDMService
 
 # A zero-length DigestChallenge: accepts the user channel without a password.
@@ -24,9 +26,17 @@ EMPTY_DIGEST_CHALLENGE = plistlib.dumps({"DigestChallenge": ""})
 class CoreService:
     _log = Logger()
 
-    def __init__(self, store: IStorage, ua_zero_length_challenge: bool = False):
+    def __init__(
+        self,
+        store: IStorage,
+        ua_zero_length_challenge: bool = False,
+        declarative_management: IDeclarativeManagement | None = None,
+        get_token: GetTokenRegistry | None = None,
+    ):
         self._store = store
         self._ua_zero_length_challenge = ua_zero_length_challenge
+        self._dm = declarative_management
+        self._get_token_registry = get_token
         self._handlers = {
             m.Authenticate: self._authenticate,
             m.TokenUpdate: self._store.store_token_update,
@@ -76,12 +86,16 @@ class CoreService:
     async def _declarative_management(
         self, request: MDMRequest, message: m.DeclarativeManagement
     ) -> bytes | None:
-        raise HTTPStatusError("no Declarative Management handler configured", 500)
+        if self._dm is None:
+            raise HTTPStatusError("no Declarative Management handler configured", 500)
+        return await self._dm.declarative_management(request, message)
 
     async def _get_token(self, request: MDMRequest, message: m.GetToken) -> bytes | None:
-        raise HTTPStatusError(
-            "no GetToken handler for TokenServiceType " + message.token_service_type, 500
-        )
+        if self._get_token_registry is None:
+            raise HTTPStatusError(
+                "no GetToken handler for TokenServiceType " + message.token_service_type, 500
+            )
+        return await self._get_token_registry.answer(request, message)
 
     async def command_report(
         self, request: MDMRequest, report: m.CommandReport
