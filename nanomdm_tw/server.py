@@ -24,6 +24,7 @@ from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
 from .logs import set_debug
 from .push.service import PushService
+from .resources.authproxy import AuthProxyResource
 from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import APPLE_ESCROW_KEY_UNLOCK_URL, EscrowKeyUnlockResource
 from .resources.channel import MDMChannel
@@ -33,7 +34,9 @@ from .resources.version import VersionResource
 from .services.certauth import CertAuthService
 from .services.core import CoreService
 from .services.dump import DumpService
+from .services.gettoken import GetTokenRegistry
 from .services.interfaces import IMDMService
+from .services.multi import Integrations
 from .storage import make_storage
 from .storage.interfaces import IStorage
 
@@ -69,6 +72,12 @@ class Settings:
     apns_ca: str = ""
     push_expiration: float | None = None
     escrow_key_unlock_url: str = APPLE_ESCROW_KEY_UNLOCK_URL
+    webhook_url: str = ""
+    webhook_hmac_key: str = ""
+    dm: str = ""
+    dm_send_hmac_key: str = ""
+    dm_recv_hmac_key: str = ""
+    auth_proxy_url: str = ""
 
     def apns_ca_pem(self) -> bytes | None:
         """The extra CA that Apple-facing TLS trusts (tests' fakes), if any."""
@@ -100,10 +109,23 @@ class MDMSite(Site):
 
 
 def build_service_chain(
-    settings: Settings, storage: IStorage, cert_auth: bool = True
+    settings: Settings,
+    storage: IStorage,
+    cert_auth: bool = True,
+    integrations: Integrations | None = None,
 ) -> IMDMService:
-    """Core service last, cert auth before it, dump outermost (as NanoMDM chains them)."""
-    chain: IMDMService = CoreService(storage, ua_zero_length_challenge=settings.ua_zl_dc)
+    """
+    Core service last (with the webhook beside it), cert auth before it,
+    dump outermost (as NanoMDM chains them).
+    """
+    chain: IMDMService = CoreService(
+        storage,
+        ua_zero_length_challenge=settings.ua_zl_dc,
+        declarative_management=integrations.dm if integrations else None,
+        get_token=integrations.get_token if integrations else None,
+    )
+    if integrations is not None:
+        chain = integrations.with_listeners(chain)
     if cert_auth:
         chain = CertAuthService(chain, storage, retro=settings.retro)
     if settings.dump:
@@ -118,11 +140,17 @@ def build_root(
     api_key: str,
     pusher: Pusher | None = None,
     reactor=None,
+    integrations: Integrations | None = None,
 ) -> Resource:
     root = Resource()
     root.putChild(b"version", VersionResource())
     if not settings.disable_mdm:
-        chain = build_service_chain(settings, storage)
+        chain = build_service_chain(settings, storage, integrations=integrations)
+        if settings.auth_proxy_url and integrations is not None:
+            root.putChild(
+                b"authproxy",
+                AuthProxyResource(settings.auth_proxy_url, identity, storage, integrations.agent),
+            )
         if settings.checkin:
             root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.REPORTS))
             root.putChild(b"checkin", MDMEndpoint(chain, identity, Accepts.CHECKINS))
@@ -155,6 +183,9 @@ class NanoMDMService(Service):
         self.api_key = settings.api_key
         self.development_ca: DevelopmentCA | None = None
         self.ready: Deferred | None = None
+        # Embedding code registers GetToken handlers here before start-up.
+        self.get_token_registry = GetTokenRegistry()
+        self.integrations: Integrations | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -186,8 +217,18 @@ class NanoMDMService(Service):
             extra_ca_pem=settings.apns_ca_pem(),
             expiration=settings.push_expiration,
         )
+        self.integrations = Integrations(
+            settings, storage, self._reactor, self.get_token_registry
+        )
+        self.integrations.startService()
         root = build_root(
-            settings, storage, identity, self.api_key, self.push_service.push, self._reactor
+            settings,
+            storage,
+            identity,
+            self.api_key,
+            self.push_service.push,
+            self._reactor,
+            self.integrations,
         )
         site = MDMSite(root, settings.max_body_size)
         endpoint = serverFromString(self._reactor, settings.listen)
@@ -235,6 +276,8 @@ class NanoMDMService(Service):
     async def _stop(self) -> None:
         if self.port is not None:
             await self.port.stopListening()
+        if self.integrations is not None:
+            await self.integrations.stopService()
         if self.push_service is not None:
             await self.push_service.close()
         if self.storage is not None:

@@ -49,6 +49,12 @@ class Options(usage.Options):
         ["apns-url", None, None, "APNs base URL [default: https://api.push.apple.com]"],
         ["apns-ca", None, None, "path to PEM CA cert(s) to trust for APNs and Apple's services, besides the system's (tests)"],
         ["push-expiration", None, None, "how long APNs keeps an undelivered push, as a duration (e.g. 24h, 90m); sent as apns-expiration"],
+        ["webhook-url", None, None, "URL to send MDM events to (NanoMDM-compatible webhook)"],
+        ["webhook-hmac-key", None, None, "key to sign webhook bodies with (X-Hmac-Signature, base64 HMAC-SHA256)"],
+        ["dm", None, None, "URL to send Declarative Management requests to (should end with /)"],
+        ["dm-send-hmac-key", None, None, "key to sign Declarative Management request bodies with"],
+        ["dm-recv-hmac-key", None, None, "key to verify Declarative Management reply bodies with"],
+        ["auth-proxy-url", None, None, "reverse proxy URL target for MDM-authenticated HTTP requests (/authproxy/)"],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
     ]
     optFlags = [
@@ -158,6 +164,12 @@ class Options(usage.Options):
             storage=self._storage_spec(),
             max_body_size=max_body_size,
             apns_url=self["apns-url"] or Settings.apns_url,
+            webhook_url=self["webhook-url"] or "",
+            webhook_hmac_key=self["webhook-hmac-key"] or "",
+            dm=self["dm"] or "",
+            dm_send_hmac_key=self["dm-send-hmac-key"] or "",
+            dm_recv_hmac_key=self["dm-recv-hmac-key"] or "",
+            auth_proxy_url=self["auth-proxy-url"] or "",
             apns_ca=self["apns-ca"] or "",
             push_expiration=push_expiration,
         )
