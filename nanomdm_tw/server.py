@@ -39,6 +39,7 @@ from .services.interfaces import IMDMService
 from .services.multi import Integrations
 from .storage import make_storage
 from .storage.interfaces import IStorage
+from .storage.multi import MultiStorage
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Settings:
     ua_zl_dc: bool = False
     dev: bool = False
     storage: StorageSpec = field(default_factory=StorageSpec)
+    # More --storage backends: written to after `storage`, which answers (multi).
+    extra_storages: tuple[StorageSpec, ...] = ()
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     data_dir_override: str = ""
     apns_url: str = "https://api.push.apple.com"
@@ -99,6 +102,7 @@ class MDMSite(Site):
 
     requestFactory = LimitedRequest
     protocol = MDMChannel
+    noisy = False
 
     def __init__(self, root: Resource, max_body_size: int):
         super().__init__(root)
@@ -203,9 +207,11 @@ class NanoMDMService(Service):
 
     async def _start(self) -> None:
         settings = self.settings
-        storage = make_storage(
-            settings.storage.name, settings.storage.dsn, settings.storage.options
-        )
+        stores = [
+            make_storage(spec.name, spec.dsn, spec.options)
+            for spec in (settings.storage, *settings.extra_storages)
+        ]
+        storage = stores[0] if len(stores) == 1 else MultiStorage(stores)
         await storage.open()
         self.storage = storage
         trust = self._trust_store()

@@ -244,3 +244,39 @@ async def test_missing_certificate_is_400(storage, recorder):
             await send(service, message, None)
         assert missing.value.status == 400
     assert recorder.seen == []
+
+
+class CountingStore:
+    """The real in-memory store, counting the association lookups made of it."""
+
+    def __init__(self, store: MemoryStorage):
+        self._store = store
+        self.lookups = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def is_cert_hash_associated(self, enrollment_id, cert_hash):
+        self.lookups += 1
+        return await self._store.is_cert_hash_associated(enrollment_id, cert_hash)
+
+
+@pytest_twisted.ensureDeferred
+async def test_confirmed_pairs_are_not_looked_up_again(storage, recorder, cert_a, cert_b):
+    store = CountingStore(storage)
+    service = CertAuthService(recorder, store, cache_size=1)
+    await send(service, checkin("Authenticate", UDID_A), cert_a)
+    for _ in range(3):
+        await send(service, idle(UDID_A), cert_a)
+    assert store.lookups == 0  # associated by this server: known without asking
+    # A second device pushes the first out of the (size 1) cache.
+    await storage.associate_cert_hash(UDID_B, cert_hash(cert_b))
+    await send(service, idle(UDID_B), cert_b)
+    await send(service, idle(UDID_B), cert_b)
+    assert store.lookups == 1
+    await send(service, idle(UDID_A), cert_a)
+    assert store.lookups == 2
+    # A refused pair is never remembered.
+    await refused(service, idle(UDID_A), cert_b)
+    await refused(service, idle(UDID_A), cert_b)
+    assert store.lookups == 4

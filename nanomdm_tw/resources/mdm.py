@@ -72,7 +72,9 @@ class MDMEndpoint(Resource):
             context["outcome"] = message.message_type
         else:
             message = decode_command_report(body)
-            context["outcome"] = "report:" + message.status
+            context["outcome"] = " ".join(
+                filter(None, ("report:" + message.status, message.command_uuid))
+            )
         context["enrollment_id"] = message.enroll_id.id
         _log.debug(
             "{outcome} from {enrollment_id} ({enroll_type}) trace_id={trace_id}"

@@ -9,11 +9,13 @@ a certificate associated with it.  Refusals happen before the next service
 runs, so nothing of a refused request is stored.
 """
 
-from twisted.logger import Logger
+from collections import OrderedDict
+
 from zope.interface import implementer
 
 from ..crypto import identity
 from ..errors import AuthenticationError, MessageError
+from ..logs import make_logger
 from ..mdm.messages import Authenticate, CheckinMessage, Command, CommandReport
 from ..mdm.request import MDMRequest
 from ..storage.interfaces import ICertAuthStore
@@ -33,14 +35,28 @@ class CertAuthService:
     replaces an association, nor takes a certificate associated elsewhere.
     """
 
-    _log = Logger()
+    _log = make_logger("nanomdm_tw.services.certauth")
 
     def __init__(
-        self, next_service: IMDMService, store: ICertAuthStore, retro: bool = False
+        self,
+        next_service: IMDMService,
+        store: ICertAuthStore,
+        retro: bool = False,
+        cache_size: int = 50_000,
     ):
         self._next = next_service
         self._store = store
         self._retro = retro
+        # Pairs seen associated.  Associations are never removed, so a pair
+        # once confirmed stays valid: this saves a storage round trip on
+        # every request of a device we have already seen.
+        self._confirmed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _remember(self, pair: tuple[str, str]) -> None:
+        self._confirmed[pair] = None
+        if len(self._confirmed) > self._cache_size:
+            self._confirmed.popitem(last=False)
 
     async def checkin(
         self, request: MDMRequest, message: CheckinMessage
@@ -71,7 +87,8 @@ class CertAuthService:
             if not await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
                 raise self._refusal(request, cert_hash, NO_CERT_REUSE)
         await self._store.associate_cert_hash(enrollment_id, cert_hash)
-        self._log.info(
+        self._remember((enrollment_id, cert_hash))
+        self._log.debug(
             "cert auth: associated cert_hash={cert_hash} enrollment_id={enrollment_id}"
             " trace_id={trace_id}",
             cert_hash=cert_hash,
@@ -83,7 +100,12 @@ class CertAuthService:
         """Any other request: the pair must exist, or (retro) may be created."""
         enrollment_id = request.enroll_id.device_channel_id
         cert_hash = self._cert_hash(request)
+        pair = (enrollment_id, cert_hash)
+        if pair in self._confirmed:
+            self._confirmed.move_to_end(pair)
+            return
         if await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
+            self._remember(pair)
             return
         if not self._retro:
             raise self._refusal(request, cert_hash, NO_CERT_ASSOC)
@@ -92,6 +114,7 @@ class CertAuthService:
         if await self._store.has_cert_hash(cert_hash):
             raise self._refusal(request, cert_hash, NO_CERT_REUSE)
         await self._store.associate_cert_hash(enrollment_id, cert_hash)
+        self._remember(pair)
         self._log.info(
             "cert auth: retroactively associated cert_hash={cert_hash}"
             " enrollment_id={enrollment_id} trace_id={trace_id}",
