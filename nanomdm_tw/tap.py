@@ -79,7 +79,7 @@ class Options(usage.Options):
         sys.exit(0)
 
     def opt_storage(self, name: str) -> None:
-        """name of storage backend (inmem, sqlite) [default: sqlite]"""
+        """name of storage backend (inmem, sqlite, mysql); repeat for multi storage [default: sqlite]"""
         self["storage"].append(name)
 
     def opt_storage_dsn(self, dsn: str) -> None:
@@ -104,24 +104,36 @@ class Options(usage.Options):
             if not self[name] and _env_name(name) in self.environ:
                 self[name] = [self.environ[_env_name(name)]]
 
-    def _storage_spec(self) -> StorageSpec:
+    def _storage_specs(self) -> list[StorageSpec]:
+        """One spec per --storage; several make NanoMDM's multi storage (the first answers)."""
         names, dsns, options = self["storage"], self["storage-dsn"], self["storage-options"]
-        if len(names) > 1 or len(dsns) > 1 or len(options) > 1:
-            raise usage.UsageError("only one --storage backend is supported so far")
-        name = names[0] if names else "sqlite"
-        if name not in STORAGE_NAMES:
+        names = names or ["sqlite"]
+        if len(dsns) > len(names) or len(names) > 1 and len(dsns) != len(names):
+            raise usage.UsageError("must have same number of --storage and --storage-dsn flags")
+        if options and len(options) != len(names):
             raise usage.UsageError(
-                f"--storage: unknown backend {name!r} (known: {', '.join(STORAGE_NAMES)})"
+                "must have same number of --storage and --storage-options flags"
             )
-        try:
-            parse_storage_options(options[0] if options else "")
-        except ValueError as e:
-            raise usage.UsageError(f"--storage-options: {e}")
-        return StorageSpec(
-            name=name,
-            dsn=dsns[0] if dsns else ("db" if name in ("sqlite", "file") else ""),
-            options=options[0] if options else "",
-        )
+        specs = []
+        for index, name in enumerate(names):
+            if name not in STORAGE_NAMES:
+                raise usage.UsageError(
+                    f"--storage: unknown backend {name!r} (known: {', '.join(STORAGE_NAMES)})"
+                )
+            option = options[index] if index < len(options) else ""
+            try:
+                parse_storage_options(option)
+            except ValueError as e:
+                raise usage.UsageError(f"--storage-options: {e}")
+            default_dsn = "db" if name in ("sqlite", "file") else ""
+            specs.append(
+                StorageSpec(
+                    name=name,
+                    dsn=dsns[index] if index < len(dsns) else default_dsn,
+                    options=option,
+                )
+            )
+        return specs
 
     def postOptions(self) -> None:
         self._from_environment()
@@ -147,6 +159,7 @@ class Options(usage.Options):
             push_expiration = parse_duration(self["push-expiration"])
         except ValueError as e:
             raise usage.UsageError(f"--push-expiration: {e}")
+        storages = self._storage_specs()
         self.settings = Settings(
             listen=endpoint_from_listen(self["listen"] or ":9000"),
             api_key=self["api"] or "",
@@ -161,7 +174,8 @@ class Options(usage.Options):
             retro=self["retro"],
             ua_zl_dc=self["ua-zl-dc"],
             dev=self["dev"],
-            storage=self._storage_spec(),
+            storage=storages[0],
+            extra_storages=tuple(storages[1:]),
             max_body_size=max_body_size,
             apns_url=self["apns-url"] or Settings.apns_url,
             webhook_url=self["webhook-url"] or "",
