@@ -104,6 +104,9 @@ class MemoryStorage:
     async def close(self) -> None:
         pass
 
+    def touch(self, enrollment_id: str) -> None:
+        """The request path's last-seen note; this backend keeps no last-seen times."""
+
     # -- check-ins --------------------------------------------------------------
 
     async def store_authenticate(self, request: MDMRequest, message: Authenticate) -> None:
