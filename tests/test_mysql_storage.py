@@ -465,6 +465,25 @@ async def test_enqueue_to_many_is_one_command_row_and_one_batched_insert(storage
 
 
 @pytest_twisted.ensureDeferred
+async def test_one_command_enqueued_to_batches_at_once(storage, database):
+    """As an API client enqueueing one command to many IDs, 100 per request, 8 at a time."""
+    ids = [f"BATCH-{i:03d}" for i in range(400)]
+    for udid in ids:
+        await enroll(storage, udid)
+    results = await defer.gatherResults(
+        [
+            defer.ensureDeferred(storage.enqueue_command(ids[i : i + 50], command("CMD-WIDE")))
+            for i in range(0, len(ids), 50)
+        ],
+        consumeErrors=True,
+    )
+    assert results == [{}] * 8
+    assert database.query(
+        "SELECT COUNT(*) FROM enrollment_queue WHERE command_uuid = 'CMD-WIDE'"
+    ) == [(400,)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_two_hundred_answers_to_one_command_with_delete(database):
     store = MySQLStorage(database.dsn, {"delete": True, "max_open_conns": 10})
     await store.open()

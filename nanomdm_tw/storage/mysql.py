@@ -35,6 +35,7 @@ MYSQL = Dialect(
     # NanoMDM's order (created_at), with seq breaking same-second ties;
     # served in index order by idx_queue_next.
     queue_order="q.priority DESC, q.created_at, q.seq",
+    share_lock=" LOCK IN SHARE MODE",  # MySQL 8 and MariaDB both still accept it
 )
 
 DEFAULT_MAX_OPEN_CONNS = 10

@@ -63,6 +63,8 @@ class Dialect:
     upsert_style: str  # "on_conflict" (SQLite, PostgreSQL) or "on_duplicate_key"
     # ORDER BY of the next-command query, matching the dialect's queue index.
     queue_order: str = "q.priority DESC, q.seq"
+    # Appended to a SELECT that must see the latest committed row, not a snapshot.
+    share_lock: str = ""
 
     def sql(self, query: str) -> str:
         if self.paramstyle == "qmark":
@@ -500,19 +502,23 @@ class SQLStorage:
         to_queue = [i for i in ids if i not in errors]
         if not to_queue:
             return errors
+        # Insert if absent, then read what is stored (ours or a concurrent
+        # enqueue's), with a locking read so that it is the latest committed row.
+        self._execute(
+            txn,
+            self.dialect.upsert(
+                "commands",
+                {"command_uuid": "?", "request_type": "?", "command": "?"},
+                key=("command_uuid",),
+            ),
+            (command.command_uuid, command.request_type, command.raw),
+        )
         stored = self._one(
             txn,
-            "SELECT command FROM commands WHERE command_uuid = ?",
+            "SELECT command FROM commands WHERE command_uuid = ?" + self.dialect.share_lock,
             (command.command_uuid,),
         )
-        if stored is None:
-            self._execute(
-                txn,
-                "INSERT INTO commands (command_uuid, request_type, command) "
-                "VALUES (?, ?, ?)",
-                (command.command_uuid, command.request_type, command.raw),
-            )
-        elif as_bytes(stored[0]) != command.raw:
+        if as_bytes(stored[0]) != command.raw:
             errors.update((i, QUEUE_ERROR_UUID_CONFLICT) for i in to_queue)
             return errors
         self._execute_many(
