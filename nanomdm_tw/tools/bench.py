@@ -31,6 +31,9 @@ from twisted.internet.protocol import Protocol, ProcessProtocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ..crypto.devca import DevelopmentCA
+from ..server import NanoMDMService, Settings, StorageSpec
+from ..storage.dsn import parse_dsn
+from . import schema
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
 
 HOST = "127.0.0.1"
@@ -329,6 +332,7 @@ class Bench:
         self.folder = folder
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=self.pool))
+        self.mysql_database: str | None = None
 
     async def measure(
         self,
@@ -434,7 +438,7 @@ class Bench:
             storage,
         ]
         if storage != "inmem":
-            argv += ["--storage-dsn", str(self.folder / f"db-{storage}")]
+            argv += ["--storage-dsn", self.dsn(storage)]
         server = await self.start(argv, port, f"nanomdm-{storage}")
         rounds = self.args.rounds
         try:
@@ -478,6 +482,56 @@ class Bench:
         finally:
             await server.stop()
 
+    def dsn(self, storage: str) -> str:
+        """The backend's DSN: a folder, or (mysql) a database made for this run."""
+        if storage != "mysql":
+            return str(self.folder / f"db-{storage}")
+        if self.mysql_database is None:
+            self.mysql_database = "nanomdm_bench_" + secrets.token_hex(4)
+            _mysql_admin(self.args.mysql, f"CREATE DATABASE {self.mysql_database}")
+            schema.upgrade(self.args.mysql.rstrip("/") + "/" + self.mysql_database)
+        return self.args.mysql.rstrip("/") + "/" + self.mysql_database
+
+    async def round_trips(self, storage: str, ca: DevelopmentCA, devices: int = 5) -> dict[str, float]:
+        """SQL round trips (statements + commits) per request, counted in the storage layer."""
+        service = NanoMDMService(
+            Settings(
+                listen=f"tcp:0:interface={HOST}",
+                ca=str(self.folder / "ca" / "ca.pem"),
+                api_key="round-trips",
+                storage=StorageSpec(storage, self.dsn(storage), ""),
+            ),
+            self.reactor,
+        )
+        service.startService()
+        await service.ready
+        url = f"http://{HOST}:{service.port.getHost().port}"
+        store = service.storage
+        counts: dict[str, int] = {}
+
+        async def count(request_type: str, send) -> None:
+            before = sum(trips for _, trips in store.round_trips().values())
+            response = await send()
+            if response.code != 200:
+                raise SystemExit(f"nanomdm-bench: {request_type}: HTTP {response.code}")
+            spent = sum(trips for _, trips in store.round_trips().values()) - before
+            counts[request_type] = counts.get(request_type, 0) + spent
+
+        try:
+            for _ in range(devices):
+                sim = SimulatedDevice.create(url, make_identity(ca, "ec"), http=self.http)
+                uuid = secrets.token_hex(8)
+                await count("Authenticate", sim.authenticate)
+                await count("TokenUpdate", sim.token_update)
+                await count("Idle, empty queue", sim.idle)
+                await count("enqueue (API, 1 ID)", lambda: enqueue(
+                    self.http, url, "round-trips", [sim.id], make_command("ProfileList", uuid)))
+                await count("Idle -> command", sim.idle)
+                await count("Ack -> next command", lambda: sim.report("Acknowledged", uuid))
+        finally:
+            await service.stopService()
+        return {request_type: n / devices for request_type, n in counts.items()}
+
     async def _enqueue_commands(
         self, port: int, api_key: str, devices: list[_Device]
     ) -> list[list[bytes]]:
@@ -509,6 +563,17 @@ class Bench:
             [_raw(d.sim.prepare_report("Acknowledged", u)) for u in uuids]
             for d in devices
         ]
+
+
+def _mysql_admin(server_dsn: str, statement: str) -> None:
+    import pymysql
+
+    connection = pymysql.connect(**parse_dsn(server_dsn).connect_kwargs())
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
 
 
 def _table(figures: list[Figure], ceiling: float) -> str:
@@ -560,6 +625,7 @@ async def _main(reactor, args: argparse.Namespace) -> None:
             flush=True,
         )
         devices = _prepare_devices(f"http://{HOST}", ca, args.devices)
+        round_trips = {}
         try:
             figures = [await bench.bare(devices)]
             for storage in filter(None, args.storage.split(",")):
@@ -567,8 +633,12 @@ async def _main(reactor, args: argparse.Namespace) -> None:
                 figures += await bench.nanomdm(
                     storage, folder / "ca" / "ca.pem", devices
                 )
+                if storage != "inmem":
+                    round_trips[storage] = await bench.round_trips(storage, ca)
         finally:
             await bench.pool.closeCachedConnections()
+            if bench.mysql_database is not None:
+                _mysql_admin(args.mysql, f"DROP DATABASE {bench.mysql_database}")
     print()
     print(
         f"{args.devices} devices, {args.concurrency} concurrent connections, "
@@ -581,6 +651,10 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         "CPU: share of one core used during the phase. A server near 100% is bound by\n"
         "its single reactor thread; a client near 100% means the load generator was."
     )
+    for storage, per_request in round_trips.items():
+        print(f"\nSQL round trips per request, {storage} (statements + commits):")
+        for request_type, trips in per_request.items():
+            print(f"  {request_type:<22} {trips:g}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -598,7 +672,7 @@ def _parser() -> argparse.ArgumentParser:
         "--clients", type=int, default=1, help="load generator processes"
     )
     parser.add_argument(
-        "--storage", default="inmem,sqlite", help="comma-separated backends"
+        "--storage", default="inmem,sqlite", help="comma-separated backends (inmem, sqlite, mysql)"
     )
     parser.add_argument(
         "--rounds", type=int, default=5, help="TokenUpdate and Idle requests per device"
@@ -608,6 +682,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         help="commands enqueued per device for the Ack loop",
+    )
+    parser.add_argument(
+        "--mysql",
+        default="root@tcp(127.0.0.1:3306)/",
+        help="MySQL server DSN without database, for --storage mysql (a database is made per run)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
