@@ -6,6 +6,7 @@ themselves are the conformance suite's (mysql is one of its backends).
 """
 
 import plistlib
+import ssl
 
 import pymysql
 import pytest
@@ -14,18 +15,23 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 
 from nanomdm_tw.mdm.messages import decode_checkin, decode_command, decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
+from nanomdm_tw.server import StorageSpec
 from nanomdm_tw.storage import make_storage, parse_storage_options
 from nanomdm_tw.storage.dsn import parse_dsn
 from nanomdm_tw.storage.lastseen import LastSeenBatcher
 from nanomdm_tw.storage.memory import MemoryStorage
 from nanomdm_tw.storage.multi import MultiStorage
 from nanomdm_tw.storage.mysql import MySQLStorage, expected_schema
+from nanomdm_tw.tap import Options
 from nanomdm_tw.tools import schema as schema_tool
+from nanomdm_tw.tools.sim import SimulatedDevice, make_identity
 
 from .mysqlserver import ThrowawayDatabase
+from .serving import serve
 
 TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
 
@@ -66,6 +72,15 @@ def test_go_sql_driver_dsns(dsn, expected):
 def test_bad_dsns_are_refused(dsn):
     with pytest.raises(ValueError, match="MySQL DSN"):
         parse_dsn(dsn)
+
+
+def test_dsn_tls_modes():
+    verified = parse_dsn("u@tcp(db:3306)/d?tls=true").connect_kwargs()["ssl"]
+    assert (verified.check_hostname, verified.verify_mode) == (True, ssl.CERT_REQUIRED)
+    for mode in ("skip-verify", "preferred"):
+        unverified = parse_dsn(f"u@tcp(db:3306)/d?tls={mode}").connect_kwargs()["ssl"]
+        assert unverified.verify_mode == ssl.CERT_NONE
+    assert "ssl" not in parse_dsn("u@tcp(db:3306)/d?tls=false").connect_kwargs()
 
 
 def test_dsn_redacts_its_password():
@@ -673,3 +688,36 @@ async def test_multi_storage_first_answers_others_are_written(storage):
     await storage.store_command_report(request, report("Acknowledged", "CMD-1"))
     assert await multi.retrieve_next_command(request, False) is None
     multi.touch("DEVICE-1")
+
+
+def test_repeated_storage_flags_make_multi_storage():
+    options = Options(environ={})
+    options.parseOptions([
+        "--dev", "--storage", "mysql", "--storage-dsn", "u@tcp(db:3306)/nanomdm",
+        "--storage-options", "delete=1", "--storage", "inmem", "--storage-dsn", "",
+        "--storage-options", "",
+    ])  # fmt: skip
+    assert options.settings.storage == StorageSpec("mysql", "u@tcp(db:3306)/nanomdm", "delete=1")
+    assert options.settings.extra_storages == (StorageSpec("inmem", "", ""),)
+    for argv in (
+        ["--storage", "mysql", "--storage", "inmem", "--storage-dsn", "x"],
+        ["--storage", "mysql", "--storage-dsn", "x", "--storage", "inmem",
+         "--storage-dsn", "", "--storage-options", "delete=1"],
+    ):  # fmt: skip
+        with pytest.raises(UsageError, match="must have same number of --storage"):
+            Options(environ={}).parseOptions(["--dev", *argv])
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_on_multi_storage_writes_every_backend(tmp_path, database):
+    async with serve(
+        tmp_path,
+        storage=StorageSpec("mysql", database.dsn, ""),
+        extra_storages=(StorageSpec("inmem", "", ""),),
+    ) as server:
+        assert isinstance(server.storage, MultiStorage)
+        device = SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+        await device.enroll()
+        mirror = server.storage.mirrors[0]
+        assert await mirror.retrieve_token_update_tally(device.id) == 1
+    assert database.query("SELECT token_update_tally FROM enrollments") == [(1,)]

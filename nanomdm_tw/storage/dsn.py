@@ -8,6 +8,7 @@ NanoMDM's MySQL DSN (go-sql-driver/mysql form) as PyMySQL connect arguments.
 """
 
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +31,20 @@ _PARAMS = {
 }
 # Parameters that change nothing for us: Go-side conversions and defaults we share.
 _HARMLESS = {"parseTime", "loc", "collation", "interpolateParams", "multiStatements"}
+
+
+# go-sql-driver's tls values we can honour ("preferred" has no opportunistic
+# PyMySQL counterpart: it encrypts without verifying, as skip-verify).
+_TLS_MODES = {"true", "false", "", "skip-verify", "preferred"}
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    """``tls=true``: verified against the system CAs; otherwise encrypted only."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @dataclass(frozen=True)
@@ -64,12 +79,9 @@ class MySQLDSN:
             if name in _PARAMS:
                 argument, convert = _PARAMS[name]
                 kwargs[argument] = convert(value)
-            elif name == "tls":
+            elif name == "tls" and value in _TLS_MODES:
                 if value not in ("false", ""):
-                    # PyMySQL's ssl argument: verify unless told to skip.
-                    kwargs["ssl"] = {"check_hostname": value != "skip-verify"}
-                    if value == "skip-verify":
-                        kwargs["ssl"]["verify_mode"] = 0
+                    kwargs["ssl"] = _tls_context(verify=value == "true")
             elif name not in _HARMLESS:
                 _log.warn("MySQL DSN parameter {name} is not supported: ignored", name=name)
         return kwargs
