@@ -26,9 +26,11 @@ from nanomdm_tw.storage.lastseen import LastSeenBatcher
 from nanomdm_tw.storage.memory import MemoryStorage
 from nanomdm_tw.storage.multi import MultiStorage
 from nanomdm_tw.storage.mysql import MySQLStorage, expected_schema
+from nanomdm_tw.storage.sql import not_idempotent
 from nanomdm_tw.tap import Options
 from nanomdm_tw.tools import schema as schema_tool
-from nanomdm_tw.tools.sim import SimulatedDevice, make_identity
+from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_identity
+from nanomdm_tw.tools.sim import make_command as make_sim_command
 
 from .mysqlserver import ThrowawayDatabase
 from .serving import serve
@@ -721,3 +723,48 @@ async def test_server_on_multi_storage_writes_every_backend(tmp_path, database):
         mirror = server.storage.mirrors[0]
         assert await mirror.retrieve_token_update_tally(device.id) == 1
     assert database.query("SELECT token_update_tally FROM enrollments") == [(1,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deadlock_victim_runs_once_more_a_lost_commit_does_not(storage):
+    attempts = []
+
+    def flaky(txn, code):
+        attempts.append(code)
+        txn.execute("SELECT 1")
+        if len(attempts) == 1:
+            raise pymysql.err.OperationalError(code, "injected")
+        return "done"
+
+    assert await storage._interact(flaky, 1213) == "done"
+    assert attempts == [1213, 1213]
+    attempts.clear()
+    with pytest.raises(pymysql.err.OperationalError):
+        await storage._interact(not_idempotent(flaky), 2013)
+    assert attempts == [2013]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_devices_answer_one_command_over_http_with_delete(tmp_path, database):
+    async with serve(
+        tmp_path, storage=StorageSpec("mysql", database.dsn, "delete=1,max_open_conns=10")
+    ) as server:
+        devices = [
+            SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+            for _ in range(200)
+        ]
+        for device in devices:
+            await device.enroll()
+        answer = await enqueue(
+            server.http, server.url, server.api_key, [d.id for d in devices],
+            make_sim_command("ProfileList", "CMD-ALL"),
+        )
+        assert answer.code == 200
+        assert database.query("SELECT COUNT(*) FROM enrollment_queue") == [(200,)]
+        replies = await defer.gatherResults(
+            [defer.ensureDeferred(d.report("Acknowledged", "CMD-ALL")) for d in devices],
+            consumeErrors=True,
+        )
+        assert [(r.code, r.plist) for r in replies] == [(200, None)] * 200
+    for table in ("commands", "command_results", "enrollment_queue"):
+        assert database.query(f"SELECT COUNT(*) FROM {table}") == [(0,)], table
