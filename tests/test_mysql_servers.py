@@ -121,15 +121,16 @@ async def test_two_servers_share_one_database(tmp_path, ca, http, database):
     try:
         device = SimulatedDevice.create(a.url, make_identity(ca), http=http)
         await device.enroll()  # via A
-        answer = await enqueue(http, b.url, API_KEY, [device.id], make_command("ProfileList", "CMD-1"))
+        command = make_command("ProfileList", "CMD-1")
+        answer = await enqueue(http, b.url, API_KEY, [device.id], command)
         assert answer.code == 200  # via B
         assert (await device.idle()).plist["CommandUUID"] == "CMD-1"  # via A
         assert (await device.report("Acknowledged", "CMD-1")).plist is None
         # B sees the result: its queue for the device is empty, the result is stored.
         device.url = b.url
         assert (await device.idle()).plist is None
-        assert database.query("SELECT status FROM command_results WHERE command_uuid = 'CMD-1'") == [
-            ("Acknowledged",)
+        assert database.query("SELECT command_uuid, status FROM command_results") == [
+            ("CMD-1", "Acknowledged")
         ]
         # A push cert uploaded via A and renewed via B: the stale token every server
         # checks changes in the shared table.
@@ -167,7 +168,8 @@ async def test_database_outage_fails_cleanly_and_the_server_recovers(tmp_path, c
                 await task.deferLater(reactor, 0.05)
                 continue
             enqueued.append(command_uuid)
-            for response in (await device.idle(), await device.report("Acknowledged", command_uuid)):
+            idle = await device.idle()
+            for response in (idle, await device.report("Acknowledged", command_uuid)):
                 if response.code != 200:
                     failures.append((response.code, response.body))
             if response.code == 200:

@@ -515,7 +515,11 @@ async def test_two_hundred_answers_to_one_command_with_delete(database):
         await defer.gatherResults(
             [
                 defer.ensureDeferred(
-                    answer(store, request, report("Acknowledged", "CMD-SHARED", request.enroll_id.id))
+                    answer(
+                        store,
+                        request,
+                        report("Acknowledged", "CMD-SHARED", request.enroll_id.id),
+                    )
                 )
                 for request in requests
             ],
@@ -539,6 +543,9 @@ async def answer(store, request, report_):
 # -- last seen --------------------------------------------------------------------
 
 
+STALE_LAST_SEEN = "SELECT COUNT(*) FROM enrollments WHERE YEAR(last_seen_at) = 2001"
+
+
 @pytest_twisted.ensureDeferred
 async def test_last_seen_is_written_in_batches_off_the_request_path(database):
     clock = Clock()
@@ -555,10 +562,10 @@ async def test_last_seen_is_written_in_batches_off_the_request_path(database):
         before = store.round_trips().get("_update_last_seen", (0, 0))
         for udid in ("C", "A", "C", "B"):
             store.touch(udid)
-        assert database.query("SELECT COUNT(*) FROM enrollments WHERE YEAR(last_seen_at) = 2001") == [(3,)]
+        assert database.query(STALE_LAST_SEEN) == [(3,)]
         clock.advance(5)
         await store._last_seen.stop()
-        assert database.query("SELECT COUNT(*) FROM enrollments WHERE YEAR(last_seen_at) = 2001") == [(0,)]
+        assert database.query(STALE_LAST_SEEN) == [(0,)]
         calls, trips = store.round_trips()["_update_last_seen"]
         assert (calls - before[0], trips - before[1]) == (1, 2)  # one UPDATE, one COMMIT
     finally:

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nanomdm-tw-schema", description=__doc__.split("\n\n")[0])
     parser.add_argument("dialect", choices=["mysql"])
     parser.add_argument("--dsn", help="go-sql-driver DSN, as given to --storage-dsn")
-    parser.add_argument("--check", action="store_true", help="report what is missing; change nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="report what is missing; change nothing"
+    )
     parser.add_argument("--print", action="store_true", help="print the schema DDL and exit")
     args = parser.parse_args(argv)
     if args.print:
