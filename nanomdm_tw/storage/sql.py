@@ -190,7 +190,7 @@ class SQLStorage:
         """Start the transaction, for drivers that need it said explicitly."""
 
     def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        """Run ``fn`` as one transaction, once more if the backend deems the failure safe to retry."""
+        """Run ``fn`` as one transaction; once more if the backend deems the failure retryable."""
         idempotent = getattr(fn, "idempotent", True)
 
         def retry(failure: Failure) -> Deferred | Failure:
@@ -285,7 +285,7 @@ class SQLStorage:
         self._last_seen.start()
 
     def touch(self, enrollment_id: str) -> None:
-        """Note that the enrollment was seen now; written later, in a batch, off the request path."""
+        """Note that the enrollment was seen now; written later in a batch, off the request path."""
         if self._last_seen is not None:
             self._last_seen.touch(enrollment_id)
 
