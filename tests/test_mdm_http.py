@@ -8,6 +8,7 @@ cases check both the answer and that nothing was stored.
 import base64
 import plistlib
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,22 @@ async def test_version(tmp_path: Path) -> None:
         answer = await server.http.get(server.url + "/version")
         assert answer.code == 200
         assert "version" in await answer.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_last_seen_written_in_batches(tmp_path: Path) -> None:
+    spec = storage_spec("sqlite", tmp_path)
+    database = tmp_path / "db" / "nanomdm.sqlite3"
+    async with serve(tmp_path, storage=spec) as server:
+        d = device(server)
+        await d.enroll()
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE enrollments SET last_seen_at = '2000-01-01 00:00:00'")
+        await d.idle()
+        with sqlite3.connect(database) as db:
+            (before_flush,) = db.execute("SELECT last_seen_at FROM enrollments").fetchone()
+        # The Idle wrote nothing itself: the batch waits for its timer or shut-down.
+        assert before_flush == "2000-01-01 00:00:00"
+    with sqlite3.connect(database) as db:
+        (after_flush,) = db.execute("SELECT last_seen_at FROM enrollments").fetchone()
+    assert after_flush > "2026"

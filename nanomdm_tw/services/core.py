@@ -51,6 +51,7 @@ class CoreService:
     async def checkin(
         self, request: MDMRequest, message: m.CheckinMessage
     ) -> bytes | None:
+        self._store.touch(request.enroll_id.id)
         return await self._handlers[type(message)](request, message)
 
     async def _authenticate(self, request: MDMRequest, message: m.Authenticate) -> None:
@@ -100,6 +101,7 @@ class CoreService:
     async def command_report(
         self, request: MDMRequest, report: m.CommandReport
     ) -> m.Command | None:
+        self._store.touch(request.enroll_id.id)
         if not report.is_idle:
             await self._store.store_command_report(request, report)
         return await self._store.retrieve_next_command(

@@ -63,6 +63,14 @@ class ICheckinStore(Interface):
     async def disable(request: MDMRequest) -> None:
         """Disable the enrollment and, for a device, all of its user channels."""
 
+    def touch(enrollment_id: str) -> None:
+        """
+        Note that the enrollment was seen now (NanoMDM's last_seen_at).
+
+        In memory only: backends write these later, in batches, so an Idle
+        report costs no write of its own.
+        """
+
 
 class ICommandQueue(Interface):
     async def store_command_report(request: MDMRequest, report: CommandReport) -> None:
