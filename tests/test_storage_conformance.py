@@ -120,11 +120,23 @@ class Channel:
         if command_uuid:
             fields["CommandUUID"] = command_uuid
         report = decode_command_report(plistlib.dumps(fields))
-        request = self.request()
+        command = await store.report_and_next(
+            self.request(), report, skip_not_now=status == "NotNow"
+        )
+        return None if command is None else command.command_uuid
+
+    async def report_in_two_steps(
+        self, store: IStorage, status: str, command_uuid: str = ""
+    ) -> str | None:
+        """The same, through the two NanoMDM storage calls the single one combines."""
+        fields = {"Status": status, **self.ids}
+        if command_uuid:
+            fields["CommandUUID"] = command_uuid
+        report = decode_command_report(plistlib.dumps(fields))
         if not report.is_idle:
-            await store.store_command_report(request, report)
+            await store.store_command_report(self.request(), report)
         command = await store.retrieve_next_command(
-            request, skip_not_now=status == "NotNow"
+            self.request(), skip_not_now=status == "NotNow"
         )
         return None if command is None else command.command_uuid
 
@@ -161,6 +173,17 @@ async def test_queue_basic(storage):
     assert await DEVICE.report(storage, "Acknowledged", "CMD1") == "CMD2"
     assert await DEVICE.report(storage, "Acknowledged", "CMD2") is None
     assert await DEVICE.report(storage, "Idle") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_through_the_separate_calls(storage):
+    await DEVICE.enroll(storage)
+    await DEVICE.enqueue(storage, "CMD1", "CMD2")
+    assert await DEVICE.report_in_two_steps(storage, "Idle") == "CMD1"
+    assert await DEVICE.report_in_two_steps(storage, "NotNow", "CMD1") == "CMD2"
+    # The next report that is not NotNow gets the passed-over command again.
+    assert await DEVICE.report_in_two_steps(storage, "Acknowledged", "CMD2") == "CMD1"
+    assert await DEVICE.report_in_two_steps(storage, "Error", "CMD1") is None
 
 
 @pytest_twisted.ensureDeferred

@@ -102,8 +102,6 @@ class CoreService:
         self, request: MDMRequest, report: m.CommandReport
     ) -> m.Command | None:
         self._store.touch(request.enroll_id.id)
-        if not report.is_idle:
-            await self._store.store_command_report(request, report)
-        return await self._store.retrieve_next_command(
-            request, skip_not_now=report.status == "NotNow"
+        return await self._store.report_and_next(
+            request, report, skip_not_now=report.status == "NotNow"
         )

@@ -91,6 +91,15 @@ class ICommandQueue(Interface):
         ``skip_not_now`` commands last answered NotNow are passed over.
         """
 
+    async def report_and_next(
+        request: MDMRequest, report: CommandReport, skip_not_now: bool
+    ) -> Command | None:
+        """
+        ``store_command_report`` then ``retrieve_next_command``, in one transaction.
+
+        What the core service does for every report: one commit, not two.
+        """
+
     async def clear_queue(request: MDMRequest) -> None:
         """Drop the queue of the enrollment and of its sub-enrollments."""
 

@@ -241,6 +241,12 @@ class MemoryStorage:
         if not queue:
             self._queues.pop(enrollment_id, None)
 
+    async def report_and_next(
+        self, request: MDMRequest, report: CommandReport, skip_not_now: bool
+    ) -> Command | None:
+        await self.store_command_report(request, report)
+        return await self.retrieve_next_command(request, skip_not_now)
+
     async def retrieve_next_command(
         self, request: MDMRequest, skip_not_now: bool
     ) -> Command | None:

@@ -52,6 +52,21 @@ class MultiStorage:
                         "storage {number} failed {method}", number=number, method=name
                     )
 
+    async def report_and_next(self, request, report, skip_not_now: bool):
+        """The first backend answers in one transaction; the others just store the report."""
+        try:
+            return await self.primary.report_and_next(request, report, skip_not_now)
+        finally:
+            for number, mirror in enumerate(self.mirrors, start=1):
+                try:
+                    await mirror.store_command_report(request, report)
+                except Exception:
+                    self._log.failure(
+                        "storage {number} failed {method}",
+                        number=number,
+                        method="store_command_report",
+                    )
+
     async def open(self) -> None:
         for store in (self.primary, *self.mirrors):
             await store.open()

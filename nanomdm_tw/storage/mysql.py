@@ -163,10 +163,11 @@ class MySQLStorage(SQLStorage):
 
     # -- delete=1 -------------------------------------------------------------
 
-    def store_command_report(self, request: MDMRequest, report: CommandReport) -> Deferred:
+    def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:
         if self._delete and not report.is_idle and report.status != NOT_NOW:
-            return self._interact(self._finish_command, request.enroll_id.id, report.command_uuid)
-        return super().store_command_report(request, report)
+            self._finish_command(txn, enrollment_id, report.command_uuid)
+        else:
+            super()._record_report(txn, enrollment_id, report)
 
     def _finish_command(self, txn, enrollment_id: str, command_uuid: str) -> None:
         """

@@ -529,7 +529,23 @@ class SQLStorage:
         return errors
 
     def store_command_report(self, request: MDMRequest, report: CommandReport) -> Deferred:
-        return self._interact(self._store_command_report, request.enroll_id.id, report)
+        return self._interact(self._record_report, request.enroll_id.id, report)
+
+    def report_and_next(
+        self, request: MDMRequest, report: CommandReport, skip_not_now: bool
+    ) -> Deferred:
+        return self._interact(
+            self._report_and_next, request.enroll_id.id, report, skip_not_now
+        )
+
+    @not_idempotent  # the NotNow tally
+    def _report_and_next(self, txn, enrollment_id: str, report: CommandReport, skip_not_now):
+        self._record_report(txn, enrollment_id, report)
+        return self._retrieve_next_command(txn, enrollment_id, skip_not_now)
+
+    def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:
+        """Where a report is written; backends with their own delete=1 path override it."""
+        self._store_command_report(txn, enrollment_id, report)
 
     @not_idempotent  # the NotNow tally
     def _store_command_report(self, txn, enrollment_id: str, report: CommandReport):
