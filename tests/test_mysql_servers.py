@@ -19,7 +19,11 @@ from treq.client import HTTPClient
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from cryptography import x509
+
 from nanomdm_tw.crypto.devca import DevelopmentCA, cert_pem, key_pem
+from nanomdm_tw.push.service import STALE_CHECK_INTERVAL
+from nanomdm_tw.tools.fake_apns import FakeAPNs
 from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
 
 from .mysqlserver import ThrowawayDatabase, start_server, stop_server
@@ -58,7 +62,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start(http, folder: Path, name: str, dsn: str, options: str = "") -> Server:
+async def start(
+    http, folder: Path, name: str, dsn: str, options: str = "", extra: tuple[str, ...] = ()
+) -> Server:
     """A ``twistd -n nanomdm`` process on MySQL; returns once /version answers."""
     port = _free_port()
     log = folder / f"{name}.log"
@@ -66,7 +72,7 @@ async def start(http, folder: Path, name: str, dsn: str, options: str = "") -> S
         str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", f"--logfile={log}",
         "nanomdm", "--listen", f"tcp:{port}:interface=127.0.0.1",
         "--ca", str(folder / "ca" / "ca.pem"), "--api", API_KEY,
-        "--storage", "mysql", "--storage-dsn", dsn, "--storage-options", options,
+        "--storage", "mysql", "--storage-dsn", dsn, "--storage-options", options, *extra,
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     exit = _Exit()
@@ -106,20 +112,25 @@ def database():
     db.drop()
 
 
-async def put_push_cert(http, url: str, ca: DevelopmentCA) -> int:
+async def put_push_cert(http, url: str, ca: DevelopmentCA) -> x509.Certificate:
+    """Upload a fresh push cert for TOPIC; the certificate uploaded."""
     cert, key = ca.issue_push_certificate(TOPIC)
     answer = await http.put(url + "/v1/pushcert", data=cert_pem(cert) + key_pem(key),
                             auth=("nanomdm", API_KEY))
     await answer.content()
-    return answer.code
+    assert answer.code == 200
+    return cert
 
 
 @pytest_twisted.ensureDeferred
 async def test_two_servers_share_one_database(tmp_path, ca, http, database):
-    a = await start(http, tmp_path, "a", database.dsn)
-    b = await start(http, tmp_path, "b", database.dsn)
+    apns = FakeAPNs(reactor, ca)  # trusts push certs from ``ca``; its TLS cert is from ``ca``
+    await apns.start()
+    push_flags = ("--apns-url", apns.base_url, "--apns-ca", str(tmp_path / "ca" / "ca.pem"))
+    a = await start(http, tmp_path, "a", database.dsn, extra=push_flags)
+    b = await start(http, tmp_path, "b", database.dsn, extra=push_flags)
     try:
-        device = SimulatedDevice.create(a.url, make_identity(ca), http=http)
+        device = SimulatedDevice.create(a.url, make_identity(ca), http=http, topic=TOPIC)
         await device.enroll()  # via A
         command = make_command("ProfileList", "CMD-1")
         answer = await enqueue(http, b.url, API_KEY, [device.id], command)
@@ -132,18 +143,26 @@ async def test_two_servers_share_one_database(tmp_path, ca, http, database):
         assert database.query("SELECT command_uuid, status FROM command_results") == [
             ("CMD-1", "Acknowledged")
         ]
-        # A push cert uploaded via A and renewed via B: the stale token every server
-        # checks changes in the shared table.
-        assert await put_push_cert(http, a.url, ca) == 200
-        [(first, first_pem)] = database.query("SELECT stale_token, cert_pem FROM push_certs")
-        assert await put_push_cert(http, b.url, ca) == 200
-        [(renewed, renewed_pem)] = database.query("SELECT stale_token, cert_pem FROM push_certs")
-        assert renewed != first and renewed_pem != first_pem
+        # A push cert uploaded via A and renewed via B: A's next push uses the renewal.
+        first_cert = await put_push_cert(http, a.url, ca)
+        assert await push(http, a.url, device.id) == 200
+        renewed_cert = await put_push_cert(http, b.url, ca)
+        await task.deferLater(reactor, STALE_CHECK_INTERVAL + 0.5)
+        assert await push(http, a.url, device.id) == 200
+        presented = [r.client_certificate for r in apns.requests]
+        assert presented == [first_cert, renewed_cert]
     finally:
         await a.stop()
         await b.stop()
+        await apns.stop()
     for server in (a, b):
         assert "Traceback" not in server.log.read_text()
+
+
+async def push(http, url: str, enrollment_id: str) -> int:
+    answer = await http.get(url + "/v1/push/" + enrollment_id, auth=("nanomdm", API_KEY))
+    await answer.content()
+    return answer.code
 
 
 @pytest_twisted.ensureDeferred

@@ -23,6 +23,11 @@ NO_PUSH_INFO = "no push info"
 NO_PUSH_CERT = "no push certificate for topic"
 
 
+
+# Seconds a cached APNs client is trusted before storage is asked whether its
+# push certificate was renewed (by this server or another sharing the database).
+STALE_CHECK_INTERVAL = 2.0
+
 class UnusablePushCert(ValueError):
     """The stored push cert or key cannot be loaded for TLS."""
 
@@ -59,7 +64,7 @@ class PushService(Service):
         extra_ca_pem: bytes | None = None,
         timeout: float = 10.0,
         expiration: float | None = None,
-        stale_check_interval: float = 2.0,
+        stale_check_interval: float = STALE_CHECK_INTERVAL,
         clock: IReactorTime | None = None,
     ) -> None:
         self._store = store
