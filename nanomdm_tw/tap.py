@@ -15,6 +15,7 @@ from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from . import __version__
+from .duration import parse_duration
 from .resources.body import DEFAULT_MAX_BODY_SIZE
 from .server import NanoMDMService, Settings, StorageSpec
 from .storage import STORAGE_NAMES, parse_storage_options
@@ -47,7 +48,7 @@ class Options(usage.Options):
         ["intermediate", None, None, "path to PEM intermediate cert(s)"],
         ["cert-header", None, None, "HTTP header containing the TLS client certificate (RFC 9440 or URL-escaped PEM)"],
         ["apns-url", None, None, "APNs base URL [default: https://api.push.apple.com]"],
-        ["apns-ca", None, None, "path to PEM CA cert(s) to trust for APNs and Apple's services, besides the system's (tests)"],
+        ["apns-ca", None, None, "path to PEM CA cert(s) to trust for APNs and Apple's services instead of the system's (tests)"],
         ["push-expiration", None, None, "how long APNs keeps an undelivered push, as a duration (e.g. 24h, 90m); sent as apns-expiration"],
         ["webhook-url", None, None, "URL to send MDM events to (NanoMDM-compatible webhook)"],
         ["webhook-hmac-key", None, None, "key to sign webhook bodies with (X-Hmac-Signature, base64 HMAC-SHA256)"],
@@ -156,7 +157,9 @@ class Options(usage.Options):
             if self[name] and not os.path.isfile(self[name]):
                 raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
         try:
-            push_expiration = parse_duration(self["push-expiration"])
+            push_expiration = (
+                parse_duration(self["push-expiration"]) if self["push-expiration"] else None
+            )
         except ValueError as e:
             raise usage.UsageError(f"--push-expiration: {e}")
         storages = self._storage_specs()
@@ -187,19 +190,6 @@ class Options(usage.Options):
             apns_ca=self["apns-ca"] or "",
             push_expiration=push_expiration,
         )
-
-
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(text: str | None) -> float | None:
-    """A Go-style duration (``24h``, ``1h30m``, ``90s``) in seconds; None when unset."""
-    if not text:
-        return None
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"cannot understand duration {text!r} (use e.g. 24h, 90m, 30s)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def _env_name(option: str) -> str:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from twisted.logger import Logger
 
-from .options import parse_duration
+from ..duration import parse_duration
 
 _log = Logger()
 

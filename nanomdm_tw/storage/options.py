@@ -9,24 +9,12 @@ settings: ``max_open_conns``, ``min_open_conns``, ``conn_max_lifetime`` and
 no limit).
 """
 
-import re
 from collections.abc import Callable
 from typing import Any
 
+from ..duration import parse_duration
+
 _BOOLEANS = {"1": True, "0": False}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``1h30m``, ``500ms``, ``0``) in seconds."""
-    text = text.strip()
-    if text == "0":
-        return 0.0
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def _boolean(text: str) -> bool:
