@@ -22,6 +22,7 @@ import treq
 from treq.client import HTTPClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
@@ -92,11 +93,21 @@ class Identity:
         )
 
 
-def make_identity(ca, key_type: str = "ec", common_name: str | None = None) -> Identity:
-    """A fresh device identity issued by ``ca`` (a DevelopmentCA)."""
-    cert, key = ca.issue_device_identity(
-        common_name or "nanomdm-sim " + uuid.uuid4().hex[:12], key_type=key_type
-    )
+def make_identity(
+    ca, key_type: str = "ec", common_name: str | None = None, key: Any = None
+) -> Identity:
+    """
+    A fresh device identity issued by ``ca`` (a DevelopmentCA).
+
+    ``key``: reuse this private key (certificates still differ); fleets of
+    RSA devices are made quickly this way, RSA key generation being slow.
+    """
+    common_name = common_name or "nanomdm-sim " + uuid.uuid4().hex[:12]
+    if key is None:
+        cert, key = ca.issue_device_identity(common_name, key_type=key_type)
+    else:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = ca.issue(subject, key.public_key(), [ExtendedKeyUsageOID.CLIENT_AUTH])
     return Identity(cert, key)
 
 
