@@ -1,0 +1,293 @@
+"""
+The PostgreSQL backend: NanoMDM's PostgreSQL database, shared by any number of servers.
+
+psycopg 3 under an adbapi pool.  The SQL is the shared layer's (sql.py); what
+is PostgreSQL's own lives here: NanoMDM's (lib/pq) DSN forms and defaults,
+raw plists bound as text (NanoMDM's columns are TEXT), which errors are
+worth a second try, the schema as NanoMDM's tables plus our
+``enrollment_queue.seq``, and ``delete=1`` in two transactions as for MySQL.
+
+Works on PostgreSQL 11+ (INCLUDE indexes, SKIP LOCKED, IDENTITY columns).
+"""
+
+import base64
+import os
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
+from twisted.python.failure import Failure
+
+from ..mdm.messages import CommandReport
+from . import NOT_NOW
+from .mysql import DEFAULT_MAX_OPEN_CONNS, DEFAULT_MIN_OPEN_CONNS, MySQLPool, MySQLStorage
+from .sql import Dialect, SQLStorage, schema_files
+
+PGSQL = Dialect(
+    name="pgsql",
+    paramstyle="format",
+    upsert_style="on_conflict",
+    # NanoMDM's order (created_at), with seq breaking ties between commands
+    # queued in one transaction; served in index order by idx_queue_next.
+    queue_order="q.priority DESC, q.created_at, q.seq",
+    share_lock=" FOR SHARE",
+)
+
+# The whole transaction was rolled back: running it again is always safe.
+_ROLLED_BACK = {"40001", "40P01"}  # serialization failure, deadlock detected
+# The server ended the session (pg_terminate_backend, shutdown, crash recovery).
+_SESSION_ENDED = {"57P01", "57P02", "57P03"}
+
+# lib/pq's defaults where libpq's differ: TLS required, TCP to localhost.
+_LIB_PQ_DEFAULTS = {"sslmode": "require"}
+
+
+class CannotConnect(Exception):
+    """No connection could be opened: nothing reached the server, so any work may be retried."""
+
+
+@dataclass(frozen=True)
+class PgSQLDSN:
+    """A DSN in either lib/pq form (``postgres://`` URL or ``key=value`` pairs), parsed."""
+
+    params: dict[str, str]
+
+    @property
+    def conninfo(self) -> str:
+        return make_conninfo(**self.params)
+
+    @property
+    def database(self) -> str:
+        return self.params.get("dbname", self.params.get("user", ""))
+
+    def redacted(self) -> str:
+        """The DSN for logs: the password replaced."""
+        shown = {k: ("***" if k == "password" else v) for k, v in self.params.items()}
+        return " ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+
+
+def parse_pgsql_dsn(dsn: str) -> PgSQLDSN:
+    """Parse a NanoMDM PostgreSQL DSN with lib/pq's defaults; ValueError names what is wrong."""
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    except psycopg.ProgrammingError as e:
+        raise ValueError(f"invalid PostgreSQL DSN: {e}") from None
+    for name, value in _LIB_PQ_DEFAULTS.items():
+        if name not in params and f"PG{name.upper()}" not in os.environ:
+            params[name] = value
+    if "host" not in params and "hostaddr" not in params and "PGHOST" not in os.environ:
+        params["host"] = "localhost"
+    return PgSQLDSN(params)
+
+
+class _BytesAsText(Dumper):
+    """Raw plists go to NanoMDM's TEXT columns as text, as lib/pq sends them."""
+
+    oid = psycopg.adapters.types["text"].oid
+
+    def dump(self, obj: bytes) -> bytes:
+        return bytes(obj)
+
+
+def _prepare_connection(connection: psycopg.Connection) -> None:
+    connection.adapters.register_dumper(bytes, _BytesAsText)
+
+
+class _SocketOf:
+    """What MySQLPool inspects (``_sock``), for a psycopg connection."""
+
+    def __init__(self, connection: Any):
+        self._sock = None if connection.closed else connection
+
+
+class PgSQLPool(MySQLPool):
+    """
+    MySQLPool's lifetimes and dead-connection check, for psycopg.
+
+    A backend ended by the server (restart, pg_terminate_backend) sends a
+    FATAL message before closing, so its idle connection is readable, which
+    a healthy idle one is not: it is replaced before use, not mid-way.
+    """
+
+    def connect(self) -> Any:
+        try:
+            return super().connect()
+        except psycopg.OperationalError as e:
+            raise CannotConnect(str(e)) from e
+
+    def _worn_out(self, conn: Any, tid: int, now: float) -> bool:
+        return super()._worn_out(_SocketOf(conn), tid, now)
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """The database is unreachable or the session died (as opposed to a bad query)."""
+    if isinstance(error, (ConnectionLost, CannotConnect, psycopg.InterfaceError)):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+
+
+class PgSQLStorage(SQLStorage):
+    dialect = PGSQL
+
+    def __init__(self, dsn: str, options: dict[str, Any] | None = None, reactor: Any = None):
+        super().__init__(options)
+        options = options or {}
+        self.dsn = parse_pgsql_dsn(dsn)
+        self._reactor = reactor
+        self._max_open = options.get("max_open_conns", DEFAULT_MAX_OPEN_CONNS)
+        self._min_open = min(options.get("min_open_conns", DEFAULT_MIN_OPEN_CONNS), self._max_open)
+        self._max_lifetime = options.get("conn_max_lifetime", 0.0)
+        self._max_idle_time = options.get("conn_max_idle_time", 0.0)
+
+    def _make_pool(self) -> ConnectionPool:
+        return PgSQLPool(
+            "psycopg",
+            self.dsn.conninfo,
+            autocommit=False,
+            cp_min=self._min_open,
+            cp_max=self._max_open,
+            cp_reconnect=True,
+            cp_noisy=False,
+            cp_openfun=_prepare_connection,
+            cp_reactor=self._reactor,
+            max_lifetime=self._max_lifetime,
+            max_idle_time=self._max_idle_time,
+        )
+
+    async def open(self) -> None:
+        """Connect and check the schema; creating it is the schema command's job."""
+        self._pool = self._make_pool()
+        missing = await self._interact(missing_schema)
+        if missing:
+            await self.close()
+            raise RuntimeError(
+                f"PostgreSQL database {self.dsn.database!r} lacks {', '.join(missing)}: "
+                "create or upgrade it with nanomdm-tw-schema pgsql --dsn DSN"
+            )
+        self._start_last_seen()
+
+    def _begin(self, txn: Transaction) -> None:
+        """psycopg sends its own BEGIN before the first statement: one more round trip."""
+        self._count_round_trip()
+
+    def _unlock_token(self, token: bytes) -> str:
+        """Base64: NanoMDM's TEXT column cannot hold the token's arbitrary bytes."""
+        return base64.b64encode(token).decode("ascii")
+
+    def _schema_version(self, txn: Transaction) -> int:
+        """Read from the tables themselves, so a database NanoMDM created counts as version 1."""
+        present = _columns(txn)
+        if not present:
+            return 0
+        return 2 if "enrollment_queue.seq" in present else 1
+
+    def _set_schema_version(self, txn: Transaction, version: int) -> None:
+        """Nothing to record: the version is read off the tables."""
+
+    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
+        error = failure.value
+        if isinstance(error, CannotConnect):
+            return True
+        if getattr(error, "sqlstate", None) in _ROLLED_BACK:
+            return True
+        return idempotent and is_connection_error(error)
+
+    # -- delete=1 -------------------------------------------------------------
+
+    def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:
+        """
+        delete=1 as MySQL does it: our rows, COMMIT, then collect the command.
+
+        In one transaction, enrollments answering together would each still
+        see the others' uncommitted queue rows (READ COMMITTED), and none
+        would delete the command; checking after our own COMMIT, the last
+        one to commit sees no reference left.
+        """
+        if self._delete and not report.is_idle and report.status != NOT_NOW:
+            self._finish_command(txn, enrollment_id, report.command_uuid)
+        else:
+            super()._record_report(txn, enrollment_id, report)
+
+    _finish_command = MySQLStorage._finish_command
+
+
+# -- the schema -----------------------------------------------------------------
+
+_CREATE_TABLE = re.compile(r"^CREATE TABLE (\w+)", re.M)
+_CREATE_VIEW = re.compile(r"^CREATE (?:OR REPLACE )?VIEW (\w+)", re.M)
+_CREATE_INDEX = re.compile(r"^CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON (\w+)", re.M)
+_CREATE_TRIGGER = re.compile(r"^CREATE TRIGGER (\w+) .* ON (\w+)", re.M)
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+)\s+ADD COLUMN (?:IF NOT EXISTS )?(\w+)", re.M)
+_COLUMN = re.compile(r"^[ ]+(\w+)[ ]+[A-Z]+", re.M)
+_NOT_COLUMNS = {"PRIMARY", "FOREIGN", "CHECK", "UNIQUE", "CONSTRAINT", "REFERENCES", "ON",
+                "SUBSTRING"}
+
+
+def expected_schema() -> list[str]:
+    """Every table, view, column, index and trigger our schema files create, as report words."""
+    expected = []
+    for _, statements in schema_files(PGSQL.name):
+        for statement in statements:
+            if match := _CREATE_TABLE.match(statement):
+                table = match.group(1)
+                expected.append(f"table {table}")
+                expected += [
+                    f"column {table}.{name}"
+                    for name in _COLUMN.findall(statement)
+                    if name not in _NOT_COLUMNS
+                ]
+            elif match := _CREATE_VIEW.match(statement):
+                expected.append(f"view {match.group(1)}")
+            elif match := _CREATE_INDEX.match(statement):
+                expected.append(f"index {match.group(2)}.{match.group(1)}")
+            elif match := _CREATE_TRIGGER.match(statement):
+                expected.append(f"trigger {match.group(2)}.{match.group(1)}")
+            elif match := _ADD_COLUMN.match(statement):
+                expected.append(f"column {match.group(1)}.{match.group(2)}")
+    return list(dict.fromkeys(expected))
+
+
+def _columns(txn) -> set[str]:
+    txn.execute(
+        "SELECT table_name || '.' || column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    )
+    return {row[0] for row in txn.fetchall()}
+
+
+def missing_schema(txn) -> list[str]:
+    """What the connected database lacks of our schema, in report words."""
+    present = {f"column {c}" for c in _columns(txn)}
+    txn.execute(
+        "SELECT CASE WHEN table_type = 'VIEW' THEN 'view ' ELSE 'table ' END || table_name "
+        "FROM information_schema.tables WHERE table_schema = current_schema() "
+        "UNION ALL SELECT 'index ' || tablename || '.' || indexname FROM pg_indexes "
+        "WHERE schemaname = current_schema() "
+        "UNION ALL SELECT DISTINCT 'trigger ' || event_object_table || '.' || trigger_name "
+        "FROM information_schema.triggers WHERE trigger_schema = current_schema()"
+    )
+    present.update(row[0] for row in txn.fetchall())
+    missing = [item for item in expected_schema() if item not in present]
+    absent_tables = {m.split()[1] for m in missing if m.startswith("table ")}
+    # A missing table is reported once, not with each of its columns, indexes, triggers.
+    return [
+        m for m in missing
+        if m.startswith(("table ", "view ")) or m.split()[1].split(".")[0] not in absent_tables
+    ]
+
+
+def schema_sql() -> str:
+    """The schema files, concatenated, for people who apply DDL themselves."""
+    folder = files(__package__) / "schema" / PGSQL.name
+    return "\n".join(
+        (folder / name).read_text()
+        for name in sorted(e.name for e in folder.iterdir() if e.name.endswith(".sql"))
+    )
