@@ -8,7 +8,7 @@ and stopped as one Twisted service.
 
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from twisted.application.service import Service
@@ -40,6 +40,7 @@ from .services.multi import Integrations
 from .storage import make_storage
 from .storage.interfaces import IStorage
 from .storage.multi import MultiStorage
+from .workers import WorkerPool, adopt_listening_socket
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Settings:
     dm_send_hmac_key: str = ""
     dm_recv_hmac_key: str = ""
     auth_proxy_url: str = ""
+    workers: int = 1
 
     def apns_ca_pem(self) -> bytes | None:
         """The extra CA that Apple-facing TLS trusts (tests' fakes), if any."""
@@ -176,11 +178,14 @@ def build_root(
 class NanoMDMService(Service):
     _log = Logger()
 
-    def __init__(self, settings: Settings, reactor=None):
+    def __init__(self, settings: Settings, reactor=None, inherited_fd: int | None = None):
+        """``inherited_fd``: serve on this listening socket (a --workers worker)."""
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
         self._reactor = reactor
+        self._inherited_fd = inherited_fd
+        self.workers: WorkerPool | None = None
         self.storage: IStorage | None = None
         self.push_service: PushService | None = None
         self.port: IListeningPort | None = None
@@ -237,8 +242,16 @@ class NanoMDMService(Service):
             self.integrations,
         )
         site = MDMSite(root, settings.max_body_size)
-        endpoint = serverFromString(self._reactor, settings.listen)
-        self.port = await endpoint.listen(site)
+        if self._inherited_fd is not None:
+            self.port = adopt_listening_socket(self._reactor, site, self._inherited_fd)
+        else:
+            endpoint = serverFromString(self._reactor, settings.listen)
+            self.port = await endpoint.listen(site)
+        if settings.workers > 1:
+            self.workers = WorkerPool(
+                self._worker_settings(), self.port, settings.workers, self._reactor
+            )
+            self.workers.startService()
         address = self.port.getHost()
         self._log.info(
             "nanomdm-tw listening on {host}:{port} (storage {storage})",
@@ -246,6 +259,13 @@ class NanoMDMService(Service):
             port=address.port,
             storage=settings.storage.name,
         )
+
+    def _worker_settings(self) -> Settings:
+        """What a worker needs to serve exactly as we do (no --dev set-up of its own)."""
+        settings = replace(self.settings, api_key=self.api_key, dev=False)
+        if self.development_ca is not None and not settings.ca:
+            settings = replace(settings, ca=str(self.settings.data_dir / "devca" / "ca.pem"))
+        return settings
 
     def _trust_store(self) -> TrustStore | None:
         settings = self.settings
@@ -280,6 +300,8 @@ class NanoMDMService(Service):
         )
 
     async def _stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         if self.port is not None:
             await self.port.stopListening()
         if self.integrations is not None:

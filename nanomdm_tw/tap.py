@@ -56,6 +56,7 @@ class Options(usage.Options):
         ["dm-send-hmac-key", None, None, "key to sign Declarative Management request bodies with"],
         ["dm-recv-hmac-key", None, None, "key to verify Declarative Management reply bodies with"],
         ["auth-proxy-url", None, None, "reverse proxy URL target for MDM-authenticated HTTP requests (/authproxy/)"],
+        ["workers", None, None, "server processes sharing the listening socket, to use more cores (not with inmem) [default: 1]"],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
     ]
     optFlags = [
@@ -146,16 +147,11 @@ class Options(usage.Options):
             )
         if self["migration"] and not self["api"]:
             raise usage.UsageError("--migration needs --api: the endpoint is API-authenticated")
-        for name in ("ca", "intermediate"):
+        for name in ("ca", "intermediate", "apns-ca"):
             if self[name] and not os.path.isfile(self[name]):
                 raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
-        try:
-            max_body_size = int(self["max-body-size"] or DEFAULT_MAX_BODY_SIZE)
-        except ValueError:
-            raise usage.UsageError("--max-body-size must be a number of bytes")
-        for name in ("apns-ca",):
-            if self[name] and not os.path.isfile(self[name]):
-                raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
+        max_body_size = self._positive_number("max-body-size", DEFAULT_MAX_BODY_SIZE)
+        workers = self._positive_number("workers", 1)
         try:
             push_expiration = (
                 parse_duration(self["push-expiration"]) if self["push-expiration"] else None
@@ -163,6 +159,8 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--push-expiration: {e}")
         storages = self._storage_specs()
+        if workers > 1 and any(spec.name == "inmem" for spec in storages):
+            raise usage.UsageError("--workers: processes cannot share inmem storage")
         self.settings = Settings(
             listen=endpoint_from_listen(self["listen"] or ":9000"),
             api_key=self["api"] or "",
@@ -189,7 +187,17 @@ class Options(usage.Options):
             auth_proxy_url=self["auth-proxy-url"] or "",
             apns_ca=self["apns-ca"] or "",
             push_expiration=push_expiration,
+            workers=workers,
         )
+
+    def _positive_number(self, name: str, default: int) -> int:
+        try:
+            value = int(self[name] or default)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise usage.UsageError(f"--{name} must be a positive whole number")
+        return value
 
 
 def _env_name(option: str) -> str:

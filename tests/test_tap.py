@@ -69,6 +69,13 @@ def test_every_flag(tmp_path: Path) -> None:
     )
 
 
+def test_workers() -> None:
+    settings = parse(["--dev", "--workers", "3", "--storage-dsn", "/var/lib/nanomdm"])
+    assert settings == Settings(
+        dev=True, workers=3, storage=StorageSpec("sqlite", "/var/lib/nanomdm", "")
+    )
+
+
 def test_environment_fills_what_flags_leave_unset() -> None:
     environ = {
         "NANOMDM_API": "from-env",
@@ -111,6 +118,8 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--storage-options", "delete"], "--storage-options"),
         (["--dev", "--listen", "nonsense"], "--listen"),
         (["--dev", "--max-body-size", "big"], "--max-body-size"),
+        (["--dev", "--workers", "0"], "--workers"),
+        (["--dev", "--workers", "2", "--storage", "inmem"], "cannot share inmem"),
         (["--dev", "--migration"], "--migration needs --api"),
         (["--dev", "--push-expiration", "soon"], "--push-expiration"),
         (["--dev", "--apns-ca", "/nonexistent/ca.pem"], "no such file"),

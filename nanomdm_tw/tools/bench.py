@@ -182,6 +182,21 @@ class _Child(ProcessProtocol):
         self.ended.callback(None)
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
 @dataclass
 class _Process:
     pid: int
@@ -189,8 +204,8 @@ class _Process:
     transport: object
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the server and of its --workers processes."""
+        return sum(_cpu_seconds(pid) for pid in (self.pid, *_children(self.pid)))
 
     async def stop(self) -> None:
         self.transport.signalProcess("TERM")
@@ -445,7 +460,7 @@ class Bench:
             storage,
         ]
         if storage != "inmem":
-            argv += ["--storage-dsn", self.dsn(storage)]
+            argv += ["--storage-dsn", self.dsn(storage), "--workers", str(self.args.workers)]
         server = await self.start(argv, port, f"nanomdm-{storage}")
         rounds = self.args.rounds
         try:
@@ -694,6 +709,12 @@ def _parser() -> argparse.ArgumentParser:
         "--mysql",
         default="root@tcp(127.0.0.1:3306)/",
         help="MySQL server DSN without database, for --storage mysql (a database is made per run)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (nanomdm's --workers; inmem always runs one)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser

@@ -1,0 +1,179 @@
+"""
+``--workers N``: more server processes on the same listening socket.
+
+One Python process serves from one core.  With ``--workers N`` the first
+process opens the listening socket as usual and then starts N-1 worker
+processes that adopt that very socket; the kernel spreads incoming
+connections over all of them.  They share nothing but the socket and the
+storage (so not ``inmem``): every cache they keep is rebuilt from storage,
+as with several servers behind a load balancer.
+
+Workers are restarted when they die, stopped when the first process stops,
+and stop by themselves when it vanishes (their stdin pipe closes).
+"""
+
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, replace
+
+from twisted.application.service import Service
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+# The worker finds its settings in this environment variable, its socket on fd 3.
+SETTINGS_VARIABLE = "NANOMDM_WORKER_SETTINGS"
+SOCKET_FD = 3
+RESTART_DELAY = 1.0
+STOP_TIMEOUT = 15.0
+
+
+def encode_settings(settings) -> str:
+    return json.dumps(asdict(settings))
+
+
+def decode_settings(text: str):
+    from .server import Settings, StorageSpec
+
+    values = json.loads(text)
+    values["storage"] = StorageSpec(**values["storage"])
+    values["extra_storages"] = tuple(StorageSpec(**s) for s in values["extra_storages"])
+    return Settings(**values)
+
+
+class _Worker(protocol.ProcessProtocol):
+    """One worker process: its output relayed to our log, its exit reported."""
+
+    _log = Logger()
+
+    def __init__(self, pool: "WorkerPool", number: int):
+        self.pool = pool
+        self.number = number
+        self.ended: defer.Deferred = defer.Deferred()
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._log.info(
+                "worker {number}: {line}",
+                number=self.number,
+                line=line.decode("utf-8", "replace"),
+            )
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(None)
+        self.pool.worker_ended(self, reason)
+
+
+class WorkerPool(Service):
+    _log = Logger()
+
+    def __init__(self, settings, port: IListeningPort, count: int, reactor):
+        self._settings = settings
+        self._port = port
+        self._count = count
+        self._reactor = reactor
+        self._workers: dict[int, tuple[_Worker, object]] = {}
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        for number in range(1, self._count):
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        worker = _Worker(self, number)
+        environment = dict(os.environ, **{SETTINGS_VARIABLE: encode_settings(self._settings)})
+        argv = [sys.executable, "-m", "nanomdm_tw.workers"]
+        transport = self._reactor.spawnProcess(
+            worker,
+            sys.executable,
+            argv,
+            env=environment,
+            childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: self._port.fileno()},
+        )
+        self._workers[number] = (worker, transport)
+        self._log.info("started worker {number} (pid {pid})", number=number, pid=transport.pid)
+
+    def worker_ended(self, worker: _Worker, reason) -> None:
+        self._workers.pop(worker.number, None)
+        if self._stopping:
+            return
+        self._log.warn(
+            "worker {number} ended ({reason}); restarting it",
+            number=worker.number,
+            reason=reason.getErrorMessage(),
+        )
+        self._reactor.callLater(RESTART_DELAY, self._restart, worker.number)
+
+    def _restart(self, number: int) -> None:
+        if not self._stopping and number not in self._workers:
+            self._spawn(number)
+
+    def pids(self) -> list[int]:
+        return [transport.pid for _, transport in self._workers.values()]
+
+    async def stop(self) -> None:
+        """SIGTERM every worker; SIGKILL those still there after STOP_TIMEOUT."""
+        self._stopping = True
+        running = list(self._workers.values())
+        for _, transport in running:
+            transport.signalProcess("TERM")
+        timeout = self._reactor.callLater(STOP_TIMEOUT, self._kill, running)
+        await defer.DeferredList([worker.ended for worker, _ in running])
+        if timeout.active():
+            timeout.cancel()
+
+    def _kill(self, running) -> None:
+        for worker, transport in running:
+            if not worker.ended.called:
+                transport.signalProcess("KILL")
+
+
+def adopt_listening_socket(reactor, factory, fd: int = SOCKET_FD) -> IListeningPort:
+    """Serve ``factory`` on the listening socket inherited from the first process."""
+    probe = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)  # a dup, to read the family
+    family = probe.family
+    probe.close()
+    return reactor.adoptStreamPort(fd, family, factory)
+
+
+class _ParentWatch(protocol.Protocol):
+    """The worker's stdin: when the first process is gone, the pipe closes."""
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+
+    def connectionLost(self, reason=None) -> None:
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+def main() -> None:
+    """A worker process: the same server, on the inherited socket."""
+    from twisted.internet import reactor, stdio
+    from twisted.logger import FileLogObserver, eventAsText, globalLogBeginner
+
+    from .server import NanoMDMService
+
+    # The first process logs our lines with its own timestamps.
+    untimed = FileLogObserver(
+        sys.stdout, lambda event: eventAsText(event, includeTimestamp=False) + "\n"
+    )
+    globalLogBeginner.beginLoggingTo([untimed])
+    settings = decode_settings(os.environ.pop(SETTINGS_VARIABLE))
+    service = NanoMDMService(replace(settings, workers=1), reactor, inherited_fd=SOCKET_FD)
+    stdio.StandardIO(_ParentWatch(reactor))
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
