@@ -388,3 +388,13 @@ async def test_last_seen_written_in_batches(tmp_path: Path) -> None:
     with sqlite3.connect(database) as db:
         (after_flush,) = db.execute("SELECT last_seen_at FROM enrollments").fetchone()
     assert after_flush > "2026"
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_update_before_authenticate_is_a_client_error(tmp_path: Path) -> None:
+    async with serve(tmp_path, retro=True) as server:
+        d = device(server)
+        answer = await d.token_update()
+        assert answer.code == 400
+        assert b"Authenticate first" in answer.body
+        await d.enroll()  # and the device can still enroll properly

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from zope.interface import Interface
 
+from ..errors import MessageError
+
 from ..mdm.messages import (
     Authenticate,
     Command,
@@ -24,8 +26,14 @@ from ..mdm.messages import (
 from ..mdm.request import MDMRequest
 
 
-class UnknownEnrollment(KeyError):
-    """An enrollment ID that storage has never seen."""
+class UnknownEnrollment(MessageError):
+    """
+    A message for an enrollment storage has never seen (a TokenUpdate
+    before any Authenticate, say): the client's mistake, a 400.
+    """
+
+    def __init__(self, enrollment_id: str):
+        super().__init__(f"unknown enrollment {enrollment_id}: Authenticate first")
 
 
 @dataclass(frozen=True, slots=True)
