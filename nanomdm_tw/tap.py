@@ -17,7 +17,8 @@ from twisted.python import usage
 from . import __version__
 from .duration import parse_duration
 from .resources.body import DEFAULT_MAX_BODY_SIZE
-from .server import NanoMDMService, Settings, StorageSpec
+from .server import NanoMDMService
+from .settings import Settings, StorageSpec
 from .storage import STORAGE_NAMES, parse_storage_options
 
 TRUE_WORDS = {"1", "true", "yes", "on"}

@@ -35,7 +35,7 @@ def encode_settings(settings) -> str:
 
 
 def decode_settings(text: str):
-    from .server import Settings, StorageSpec
+    from .settings import Settings, StorageSpec
 
     values = json.loads(text)
     values["storage"] = StorageSpec(**values["storage"])

@@ -15,7 +15,8 @@ from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from nanomdm_tw.crypto.devca import DevelopmentCA
-from nanomdm_tw.server import NanoMDMService, Settings, StorageSpec
+from nanomdm_tw.server import NanoMDMService
+from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.storage.interfaces import IStorage
 
 

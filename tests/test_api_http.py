@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from nanomdm_tw.server import Settings, build_root
+from nanomdm_tw.server import build_root
+from nanomdm_tw.settings import Settings
 from nanomdm_tw.storage.memory import MemoryStorage
 from nanomdm_tw.tools.sim import SimulatedDevice, make_command, make_identity
 

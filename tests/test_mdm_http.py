@@ -19,7 +19,7 @@ from nanomdm_tw.crypto.cms import sign_detached
 from nanomdm_tw.crypto.devca import DevelopmentCA
 from nanomdm_tw.mdm.messages import decode_checkin
 from nanomdm_tw.mdm.request import MDMRequest
-from nanomdm_tw.server import StorageSpec
+from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
 
 from .serving import serve

@@ -19,7 +19,7 @@ from twisted.python.usage import UsageError
 
 from nanomdm_tw.mdm.messages import decode_checkin, decode_command, decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
-from nanomdm_tw.server import StorageSpec
+from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.storage import make_storage, parse_storage_options
 from nanomdm_tw.storage.dsn import parse_dsn
 from nanomdm_tw.storage.lastseen import LastSeenBatcher

@@ -13,7 +13,7 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
 from nanomdm_tw.resources.body import DEFAULT_MAX_BODY_SIZE
-from nanomdm_tw.server import Settings, StorageSpec
+from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.tap import Options, endpoint_from_listen
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,14 +15,12 @@ from twisted.web.server import Request
 
 from ..crypto.tls import ClientCertificatePolicy
 from ..errors import MessageError
+from ..settings import APPLE_ESCROW_KEY_UNLOCK_URL
 from ..storage.interfaces import IPushCertStore
 from .api import json_body
 from .body import read_body
 from .render import async_render
 
-APPLE_ESCROW_KEY_UNLOCK_URL = (
-    "https://deviceservices-external.apple.com/deviceservicesworkers/escrowKeyUnlock"
-)
 
 QUERY_FIELDS = ("serial", "productType", "imei", "imei2", "meid")
 FORM_FIELDS = ("orgName", "guid", "escrowKey")

@@ -19,11 +19,9 @@ from importlib.resources import files
 from typing import Any
 
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from ..mdm.messages import CommandReport
-from ..mdm.request import MDMRequest
 from . import NOT_NOW
 from .dsn import MySQLDSN, parse_dsn
 from .sql import Dialect, SQLStorage, schema_files

@@ -31,7 +31,8 @@ from twisted.internet.protocol import Protocol, ProcessProtocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ..crypto.devca import DevelopmentCA, generate_key
-from ..server import NanoMDMService, Settings, StorageSpec
+from ..server import NanoMDMService
+from ..settings import Settings, StorageSpec
 from ..storage.dsn import parse_dsn
 from . import schema
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
@@ -354,7 +355,8 @@ class Bench:
         self.folder = folder
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=self.pool))
-        self.mysql_database: str | None = None
+        # Database servers' backends -> the database made for this run.
+        self.databases: dict[str, str] = {}
 
     async def measure(
         self,
@@ -505,14 +507,16 @@ class Bench:
             await server.stop()
 
     def dsn(self, storage: str) -> str:
-        """The backend's DSN: a folder, or (mysql) a database made for this run."""
-        if storage != "mysql":
+        """The backend's DSN: a folder, or (mysql, pgsql) a database made for this run."""
+        if storage not in _SERVERS:
             return str(self.folder / f"db-{storage}")
-        if self.mysql_database is None:
-            self.mysql_database = "nanomdm_bench_" + secrets.token_hex(4)
-            _mysql_admin(self.args.mysql, f"CREATE DATABASE {self.mysql_database}")
-            schema.upgrade(self.args.mysql.rstrip("/") + "/" + self.mysql_database)
-        return self.args.mysql.rstrip("/") + "/" + self.mysql_database
+        admin, database_dsn = _SERVERS[storage]
+        server = getattr(self.args, storage)
+        if storage not in self.databases:
+            self.databases[storage] = "nanomdm_bench_" + secrets.token_hex(4)
+            admin(server, f"CREATE DATABASE {self.databases[storage]}")
+            schema.upgrade(database_dsn(server, self.databases[storage]), dialect=storage)
+        return database_dsn(server, self.databases[storage])
 
     async def round_trips(self, storage: str, ca: DevelopmentCA, devices: int = 5) -> dict[str, float]:
         """SQL round trips (statements + commits) per request, counted in the storage layer."""
@@ -598,6 +602,20 @@ def _mysql_admin(server_dsn: str, statement: str) -> None:
         connection.close()
 
 
+def _pgsql_admin(server_dsn: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{server_dsn} dbname=postgres", autocommit=True) as connection:
+        connection.execute(statement)
+
+
+# Backends on a database server: (run a statement on the server, the DSN of one database).
+_SERVERS = {
+    "mysql": (_mysql_admin, lambda server, name: server.rstrip("/") + "/" + name),
+    "pgsql": (_pgsql_admin, lambda server, name: f"{server} dbname={name}"),
+}
+
+
 def _table(figures: list[Figure], ceiling: float) -> str:
     header = (
         "target",
@@ -659,8 +677,8 @@ async def _main(reactor, args: argparse.Namespace) -> None:
                     round_trips[storage] = await bench.round_trips(storage, ca)
         finally:
             await bench.pool.closeCachedConnections()
-            if bench.mysql_database is not None:
-                _mysql_admin(args.mysql, f"DROP DATABASE {bench.mysql_database}")
+            for storage, database in bench.databases.items():
+                _SERVERS[storage][0](getattr(args, storage), f"DROP DATABASE {database}")
     print()
     print(
         f"{args.devices} devices, {args.concurrency} concurrent connections, "
@@ -694,7 +712,9 @@ def _parser() -> argparse.ArgumentParser:
         "--clients", type=int, default=1, help="load generator processes"
     )
     parser.add_argument(
-        "--storage", default="inmem,sqlite", help="comma-separated backends (inmem, sqlite, mysql)"
+        "--storage",
+        default="inmem,sqlite",
+        help="comma-separated backends (inmem, sqlite, mysql, pgsql)",
     )
     parser.add_argument(
         "--rounds", type=int, default=5, help="TokenUpdate and Idle requests per device"
@@ -709,6 +729,11 @@ def _parser() -> argparse.ArgumentParser:
         "--mysql",
         default="root@tcp(127.0.0.1:3306)/",
         help="MySQL server DSN without database, for --storage mysql (a database is made per run)",
+    )
+    parser.add_argument(
+        "--pgsql",
+        default="host=127.0.0.1 user=postgres sslmode=disable",
+        help="PostgreSQL server as key=value pairs without dbname, for --storage pgsql",
     )
     parser.add_argument(
         "--workers",

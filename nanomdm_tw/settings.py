@@ -1,0 +1,71 @@
+"""
+Every server setting, named as NanoMDM's flags are.
+
+tap.py fills them from flags and NANOMDM_* variables; a .tac file or a
+test builds them directly.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .resources.body import DEFAULT_MAX_BODY_SIZE
+
+APPLE_ESCROW_KEY_UNLOCK_URL = (
+    "https://deviceservices-external.apple.com/deviceservicesworkers/escrowKeyUnlock"
+)
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    name: str = "sqlite"
+    dsn: str = "db"
+    options: str = ""
+
+
+@dataclass
+class Settings:
+    """Every server setting, named as NanoMDM's flags are."""
+
+    listen: str = "tcp:9000"
+    api_key: str = ""
+    ca: str = ""
+    intermediate: str = ""
+    cert_header: str = ""
+    checkin: bool = False
+    debug: bool = False
+    dump: bool = False
+    disable_mdm: bool = False
+    migration: bool = False
+    retro: bool = False
+    ua_zl_dc: bool = False
+    dev: bool = False
+    storage: StorageSpec = field(default_factory=StorageSpec)
+    # More --storage backends: written to after `storage`, which answers (multi).
+    extra_storages: tuple[StorageSpec, ...] = ()
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    data_dir_override: str = ""
+    apns_url: str = "https://api.push.apple.com"
+    apns_ca: str = ""
+    push_expiration: float | None = None
+    escrow_key_unlock_url: str = APPLE_ESCROW_KEY_UNLOCK_URL
+    webhook_url: str = ""
+    webhook_hmac_key: str = ""
+    dm: str = ""
+    dm_send_hmac_key: str = ""
+    dm_recv_hmac_key: str = ""
+    auth_proxy_url: str = ""
+    workers: int = 1
+
+    def apns_ca_pem(self) -> bytes | None:
+        """The extra CA that Apple-facing TLS trusts (tests' fakes), if any."""
+        return Path(self.apns_ca).read_bytes() if self.apns_ca else None
+
+    @property
+    def data_dir(self) -> Path:
+        """Where --dev keeps its CA and API key: the storage folder, else ./db."""
+        if self.data_dir_override:
+            return Path(self.data_dir_override)
+        if self.storage.name in ("sqlite", "file") and self.storage.dsn:
+            path = Path(self.storage.dsn)
+            return path.parent if path.suffix else path
+        return Path("db")
