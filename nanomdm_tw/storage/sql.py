@@ -355,6 +355,10 @@ class SQLStorage:
         )
         self._execute(txn, query, (enrollment_id, cert_pem, serial_number, raw))
 
+    def _unlock_token(self, token: bytes) -> Any:
+        """The unlock token as its column holds it: a BLOB, unless the backend says otherwise."""
+        return token
+
     def _require_device(self, txn: Transaction, device_id: str) -> None:
         if self._one(txn, "SELECT 1 FROM devices WHERE id = ?", (device_id,)) is None:
             raise UnknownEnrollment(device_id)
@@ -381,7 +385,7 @@ class SQLStorage:
             if message.unlock_token:
                 # Kept on its own: a later TokenUpdate may not repeat it.
                 assignments += ["unlock_token = ?", "unlock_token_at = CURRENT_TIMESTAMP"]
-                args.append(message.unlock_token)
+                args.append(self._unlock_token(message.unlock_token))
             self._execute(
                 txn,
                 f"UPDATE devices SET {', '.join(assignments)} WHERE id = ?",
