@@ -65,6 +65,12 @@ def _mysql(dsn: str, options: dict) -> IStorage:
     return MySQLStorage(dsn, options)
 
 
+def _pgsql(dsn: str, options: dict) -> IStorage:
+    from .pgsql import PgSQLStorage
+
+    return PgSQLStorage(dsn, options)
+
+
 def _file(dsn: str, options: dict) -> IStorage:
     _log.info(
         "storage 'file' is served by the sqlite backend (DSN {dsn!r})", dsn=dsn or "db"
@@ -72,12 +78,13 @@ def _file(dsn: str, options: dict) -> IStorage:
     return _sqlite(dsn, options)
 
 
-# The backends by their -storage name; pgsql joins here.
+# The backends by their -storage name.
 _BACKENDS: dict[str, Callable[[str, dict], IStorage]] = {
     "inmem": _inmem,
     "sqlite": _sqlite,
     "file": _file,
     "mysql": _mysql,
+    "pgsql": _pgsql,
 }
 STORAGE_NAMES = tuple(_BACKENDS)
 
