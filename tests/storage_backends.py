@@ -2,8 +2,8 @@
 Every storage backend the conformance suite runs against.
 
 Each entry makes a fresh, opened backend in a temporary folder (MySQL: in
-a throwaway database, dropped on close); a new backend (PostgreSQL) joins
-the suite by adding one entry here.
+a throwaway database, dropped on close; PostgreSQL likewise); a new backend
+joins the suite by adding one entry here.
 """
 
 from collections.abc import Awaitable, Callable
@@ -14,7 +14,9 @@ from typing import Any
 from nanomdm_tw.storage.interfaces import IStorage
 from nanomdm_tw.storage.memory import MemoryStorage
 from nanomdm_tw.storage.mysql import MySQLStorage
+from nanomdm_tw.storage.pgsql import PgSQLStorage
 from nanomdm_tw.storage.sqlite import SQLiteStorage
+from . import pgsqlserver
 from .mysqlserver import ThrowawayDatabase
 
 
@@ -54,8 +56,25 @@ async def make_mysql(tmp_path: Path, options: dict[str, Any]) -> IStorage:
     return await _opened(ThrowawayMySQLStorage(ThrowawayDatabase(), options))
 
 
+class ThrowawayPgSQLStorage(PgSQLStorage):
+    """PostgreSQL storage in its own database, which goes away with close()."""
+
+    def __init__(self, database: pgsqlserver.ThrowawayDatabase, options: dict[str, Any]):
+        super().__init__(database.dsn, options)
+        self.database = database
+
+    async def close(self) -> None:
+        await super().close()
+        self.database.drop()
+
+
+async def make_pgsql(tmp_path: Path, options: dict[str, Any]) -> IStorage:
+    return await _opened(ThrowawayPgSQLStorage(pgsqlserver.ThrowawayDatabase(), options))
+
+
 BACKENDS = [
     Backend("inmem", make_memory),
     Backend("sqlite", make_sqlite),
     Backend("mysql", make_mysql),
+    Backend("pgsql", make_pgsql),
 ]
