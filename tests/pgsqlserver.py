@@ -85,8 +85,9 @@ class ThrowawayDatabase:
     def terminate_connections(self) -> int:
         """End every other session on this database, as a server restart would; how many."""
         with _connect() as connection:
+            # The timeout makes each call wait until its backend has exited.
             rows = connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                 "WHERE datname = %s AND pid != pg_backend_pid()",
                 (self.name,),
             ).fetchall()

@@ -1,0 +1,716 @@
+"""
+PostgreSQL specifics against the machine's PostgreSQL: DSNs, options, the schema
+and its command, NanoMDM compatibility, the queue index, delete=1 under load,
+retries and reconnection.  The storage semantics themselves are the
+conformance suite's (pgsql is one of its backends).
+
+The shared server is never stopped: a restart is simulated by terminating
+the sessions on the test's own throwaway database.
+"""
+
+import base64
+import plistlib
+import re
+import threading
+
+import psycopg
+import pytest
+import pytest_twisted
+from twisted.enterprise.adbapi import ConnectionLost
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+from nanomdm_tw.mdm.messages import decode_checkin, decode_command, decode_command_report
+from nanomdm_tw.mdm.request import MDMRequest
+from nanomdm_tw.settings import StorageSpec
+from nanomdm_tw.storage import make_storage
+from nanomdm_tw.storage.pgsql import CannotConnect, PgSQLStorage, expected_schema, parse_pgsql_dsn
+from nanomdm_tw.storage.sql import not_idempotent
+from nanomdm_tw.tools import schema as schema_tool
+from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_identity
+from nanomdm_tw.tools.sim import make_command as make_sim_command
+
+from .pgsqlserver import ThrowawayDatabase
+from .serving import serve
+
+TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
+
+
+# -- DSNs and options -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dsn, expected",
+    [
+        (
+            "postgres://nano:s3cret@db.example:5433/nanomdm?sslmode=disable",
+            {"user": "nano", "password": "s3cret", "host": "db.example", "port": "5433",
+             "dbname": "nanomdm", "sslmode": "disable"},
+        ),
+        (
+            "host=db.example user=nano dbname=nanomdm sslmode=verify-full connect_timeout=5",
+            {"host": "db.example", "user": "nano", "dbname": "nanomdm",
+             "sslmode": "verify-full", "connect_timeout": "5"},
+        ),
+        # lib/pq's defaults, not libpq's: TLS required, TCP to localhost.
+        ("postgresql:///nanomdm", {"dbname": "nanomdm", "sslmode": "require", "host": "localhost"}),
+        ("user=nano", {"user": "nano", "sslmode": "require", "host": "localhost"}),
+        ("host=/run/postgresql", {"host": "/run/postgresql", "sslmode": "require"}),
+    ],
+)
+def test_lib_pq_dsns(dsn, expected, monkeypatch):
+    for variable in ("PGHOST", "PGSSLMODE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert parse_pgsql_dsn(dsn).params == expected
+
+
+@pytest.mark.parametrize("dsn", ["host=db bogus=1", "postgres://db/x?nonsense=1", "dbname='x"])
+def test_bad_dsns_are_refused(dsn):
+    with pytest.raises(ValueError, match="invalid PostgreSQL DSN"):
+        parse_pgsql_dsn(dsn)
+
+
+def test_dsn_redacts_its_password():
+    assert parse_pgsql_dsn("postgres://nano:s3cret@db/nanomdm").redacted() == (
+        "dbname=nanomdm host=db password=*** sslmode=require user=nano"
+    )
+
+
+def test_pool_options():
+    storage = make_storage(
+        "pgsql", "postgres://u@h/d", "delete=1,max_open_conns=4,min_open_conns=9"
+    )
+    assert isinstance(storage, PgSQLStorage)
+    assert (storage._max_open, storage._min_open, storage._delete) == (4, 4, True)
+    assert storage.dsn.database == "d"
+
+
+# -- fixtures -------------------------------------------------------------------
+
+
+@pytest.fixture
+def database():
+    db = ThrowawayDatabase()
+    yield db
+    db.drop()
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(database):
+    store = PgSQLStorage(database.dsn, {})
+    await store.open()
+    yield store
+    await store.close()
+
+
+def checkin(message_type: str, udid: str = "DEVICE-1", **fields):
+    return decode_checkin(plistlib.dumps({"MessageType": message_type, "UDID": udid, **fields}))
+
+
+def command(command_uuid: str):
+    return decode_command(
+        plistlib.dumps({"CommandUUID": command_uuid, "Command": {"RequestType": "ProfileList"}})
+    )
+
+
+def report(status: str, command_uuid: str, udid: str = "DEVICE-1"):
+    return decode_command_report(
+        plistlib.dumps({"UDID": udid, "Status": status, "CommandUUID": command_uuid})
+    )
+
+
+async def enroll(store, udid: str = "DEVICE-1", token: bytes = b"\xde\xad\xbe\xef"):
+    authenticate = checkin("Authenticate", udid, Topic=TOPIC, SerialNumber="SERIAL-" + udid)
+    request = MDMRequest(authenticate.enroll_id)
+    await store.store_authenticate(request, authenticate)
+    await store.clear_queue(request)
+    await store.disable(request)
+    update = checkin("TokenUpdate", udid, Topic=TOPIC, Token=token, PushMagic="MAGIC-" + udid)
+    await store.store_token_update(request, update)
+    return request
+
+
+# -- the schema and its command ------------------------------------------------------
+
+
+def test_schema_command_creates_checks_and_reports(capsys):
+    empty = ThrowawayDatabase(with_schema=False)
+    try:
+        assert schema_tool.main(["pgsql", "--dsn", empty.dsn, "--check"]) == 1
+        assert "the database lacks: table devices, table users" in capsys.readouterr().out
+        assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            "schema upgraded from version 0 to 2",
+            "schema complete (version 2)",
+        ]
+        assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
+        assert capsys.readouterr().out.splitlines() == ["schema complete (version 2)"]
+        empty.query("DROP INDEX idx_queue_next")
+        empty.query("DROP TRIGGER update_at_to_current_timestamp ON commands")
+        assert schema_tool.main(["pgsql", "--dsn", empty.dsn, "--check"]) == 1
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            "the database lacks: trigger commands.update_at_to_current_timestamp, "
+            "index enrollment_queue.idx_queue_next"
+        )
+    finally:
+        empty.drop()
+    assert schema_tool.main(["pgsql", "--print"]) == 0
+    assert "CREATE TABLE enrollment_queue" in capsys.readouterr().out
+    assert schema_tool.main(["pgsql", "--dsn", "host=127.0.0.1 port=1 sslmode=disable"]) == 2
+
+
+def test_expected_schema_names_nanomdm_tables_and_our_column():
+    expected = expected_schema()
+    for item in (
+        "table devices", "table users", "table enrollments", "table commands",
+        "table command_results", "table enrollment_queue", "view view_queue",
+        "table push_certs", "table cert_auth_associations",
+        "column devices.unlock_token", "column users.device_id",
+        "column enrollments.last_seen_at", "column enrollment_queue.seq",
+        "column command_results.not_now_tally", "index enrollment_queue.idx_queue_next",
+        "index enrollment_queue.idx_enrollment_queue_active_retrieval",
+        "index command_results.idx_command_results_lookup", "index devices.serial_number",
+        "trigger devices.update_at_to_current_timestamp",
+    ):
+        assert item in expected
+    assert not any(word in item for item in expected for word in ("PRIMARY", "CHECK", "ON"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_refuses_a_database_without_the_schema():
+    empty = ThrowawayDatabase(with_schema=False)
+    try:
+        with pytest.raises(RuntimeError, match="lacks table devices.*nanomdm-tw-schema pgsql"):
+            await PgSQLStorage(empty.dsn).open()
+    finally:
+        empty.drop()
+
+
+# -- NanoMDM compatibility ---------------------------------------------------------
+
+# NanoMDM's PostgreSQL schema as its repository documents it (storage/pgsql/schema.sql,
+# then schema.00001.sql); CHECKs and comments left out.
+NANOMDM_DDL = [
+    """CREATE TABLE devices (
+        id VARCHAR(255) NOT NULL, identity_cert TEXT NULL, serial_number VARCHAR(127) NULL,
+        unlock_token TEXT NULL, unlock_token_at TIMESTAMP NULL,
+        authenticate TEXT NOT NULL, authenticate_at TIMESTAMP NOT NULL,
+        token_update TEXT NULL, token_update_at TIMESTAMP NULL,
+        bootstrap_token_b64 TEXT NULL, bootstrap_token_at TIMESTAMP NULL,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id))""",
+    "CREATE INDEX serial_number ON devices (serial_number)",
+    """CREATE TABLE users (
+        id VARCHAR(255) NOT NULL, device_id VARCHAR(255) NOT NULL,
+        user_short_name VARCHAR(255) NULL, user_long_name VARCHAR(255) NULL,
+        token_update TEXT NULL, token_update_at TIMESTAMP NULL,
+        user_authenticate TEXT NULL, user_authenticate_at TIMESTAMP NULL,
+        user_authenticate_digest TEXT NULL, user_authenticate_digest_at TIMESTAMP NULL,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        PRIMARY KEY (id, device_id), UNIQUE (id),
+        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
+    """CREATE TABLE enrollments (
+        id VARCHAR(255) NOT NULL, device_id VARCHAR(255) NOT NULL, user_id VARCHAR(255) NULL,
+        type VARCHAR(31) NOT NULL, topic VARCHAR(255) NOT NULL,
+        push_magic VARCHAR(127) NOT NULL, token_hex VARCHAR(255) NOT NULL,
+        enabled BOOLEAN NOT NULL DEFAULT TRUE, token_update_tally INTEGER NOT NULL DEFAULT 1,
+        last_seen_at TIMESTAMP NOT NULL,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id),
+        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        UNIQUE (user_id))""",
+    "CREATE INDEX idx_type ON enrollments (type)",
+    """CREATE TABLE commands (
+        command_uuid VARCHAR(127) NOT NULL, request_type VARCHAR(63) NOT NULL,
+        command TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (command_uuid))""",
+    """CREATE TABLE command_results (
+        id VARCHAR(255) NOT NULL, command_uuid VARCHAR(127) NOT NULL,
+        status VARCHAR(31) NOT NULL, result TEXT NOT NULL,
+        not_now_at TIMESTAMP NULL, not_now_tally INTEGER NOT NULL DEFAULT 0,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id, command_uuid),
+        FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid)
+            ON DELETE CASCADE ON UPDATE CASCADE)""",
+    "CREATE INDEX idx_status ON command_results (status)",
+    """CREATE TABLE enrollment_queue (
+        id VARCHAR(255) NOT NULL, command_uuid VARCHAR(127) NOT NULL,
+        active BOOLEAN NOT NULL DEFAULT TRUE, priority SMALLINT NOT NULL DEFAULT 0,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id, command_uuid),
+        FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid)
+            ON DELETE CASCADE ON UPDATE CASCADE)""",
+    """CREATE OR REPLACE VIEW view_queue AS
+        SELECT q.id, q.created_at, q.active, q.priority, c.command_uuid, c.request_type,
+            c.command, r.updated_at AS result_updated_at, r.status, r.result
+        FROM enrollment_queue AS q
+            INNER JOIN commands AS c ON q.command_uuid = c.command_uuid
+            LEFT JOIN command_results r ON r.command_uuid = q.command_uuid AND r.id = q.id
+        ORDER BY q.priority DESC, q.created_at""",
+    """CREATE TABLE push_certs (
+        topic VARCHAR(255) NOT NULL, cert_pem TEXT NOT NULL, key_pem TEXT NOT NULL,
+        stale_token INTEGER NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (topic))""",
+    """CREATE TABLE cert_auth_associations (
+        id VARCHAR(255) NOT NULL, sha256 CHAR(64) NOT NULL,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id, sha256))""",
+    """CREATE FUNCTION update_current_timestamp() RETURNS TRIGGER AS $$
+        BEGIN NEW.updated_at = now(); RETURN NEW; END; $$ language 'plpgsql'""",
+    *(
+        f"CREATE TRIGGER update_at_to_current_timestamp BEFORE UPDATE ON {table} "
+        "FOR EACH ROW EXECUTE PROCEDURE update_current_timestamp()"
+        for table in ("devices", "users", "enrollments", "commands", "command_results",
+                      "enrollment_queue", "push_certs", "cert_auth_associations")
+    ),
+    # schema.00001.sql
+    "CREATE INDEX idx_enrollment_queue_active_retrieval "
+    "ON enrollment_queue (id, priority DESC, created_at) WHERE active = TRUE",
+    "CREATE INDEX idx_command_results_lookup ON command_results (id, command_uuid) "
+    "INCLUDE (status, updated_at)",
+]
+
+
+class NanoMDMWrites:
+    """
+    What NanoMDM's PostgreSQL backend sends for each step.
+
+    lib/pq hands a []byte argument for a TEXT column over as its raw bytes,
+    which is the raw plist as text: a decoded str here.
+    """
+
+    def __init__(self, database: ThrowawayDatabase):
+        self.connection = database.connect()
+
+    def run(self, sql: str, *args) -> None:
+        self.connection.execute(sql, args)
+
+    def authenticate(self, authenticate) -> None:
+        udid = authenticate.enroll_id.id
+        self.run(
+            "INSERT INTO devices (id, identity_cert, serial_number, authenticate, "
+            "authenticate_at) VALUES (%s, %s, %s, %s, CURRENT_TIMESTAMP) "
+            "ON CONFLICT ON CONSTRAINT devices_pkey DO UPDATE SET "
+            "identity_cert = EXCLUDED.identity_cert, serial_number = EXCLUDED.serial_number, "
+            "authenticate = EXCLUDED.authenticate, authenticate_at = CURRENT_TIMESTAMP",
+            udid, None, authenticate.serial_number, authenticate.raw.decode(),
+        )
+        self.run(
+            "UPDATE enrollments SET enabled = FALSE, token_update_tally = 0, last_seen_at = "
+            "CURRENT_TIMESTAMP WHERE device_id = %s AND enabled = TRUE",
+            udid,
+        )
+
+    def token_update(self, update) -> None:
+        udid = update.enroll_id.id
+        self.run(
+            "UPDATE devices SET token_update = %s, token_update_at = CURRENT_TIMESTAMP "
+            "WHERE id = %s",
+            update.raw.decode(), udid,
+        )
+        self.run(
+            "INSERT INTO enrollments (id, device_id, user_id, type, topic, push_magic, "
+            "token_hex, last_seen_at, token_update_tally) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, CURRENT_TIMESTAMP, 1) "
+            "ON CONFLICT ON CONSTRAINT enrollments_pkey DO UPDATE SET "
+            "device_id = EXCLUDED.device_id, user_id = EXCLUDED.user_id, type = EXCLUDED.type, "
+            "topic = EXCLUDED.topic, push_magic = EXCLUDED.push_magic, "
+            "token_hex = EXCLUDED.token_hex, enabled = TRUE, last_seen_at = CURRENT_TIMESTAMP, "
+            "token_update_tally = enrollments.token_update_tally + 1",
+            udid, udid, None, "Device", update.topic, update.push_magic, update.token.hex(),
+        )
+
+    def enqueue(self, udids: list[str], queued) -> None:
+        self.run(
+            "INSERT INTO commands (command_uuid, request_type, command) VALUES (%s, %s, %s)",
+            queued.command_uuid, queued.request_type, queued.raw.decode(),
+        )
+        self.run(
+            "INSERT INTO enrollment_queue (id, command_uuid) VALUES "
+            + ", ".join(["(%s, %s)"] * len(udids)),
+            *(value for udid in udids for value in (udid, queued.command_uuid)),
+        )
+
+    def report(self, udid: str, answer) -> None:
+        not_now = answer.status == "NotNow"
+        self.run(
+            "INSERT INTO command_results (id, command_uuid, status, result, not_now_at, "
+            "not_now_tally) VALUES (%s, %s, %s, %s, "
+            + ("CURRENT_TIMESTAMP, 1" if not_now else "NULL, 0")
+            + ") ON CONFLICT ON CONSTRAINT command_results_pkey DO UPDATE SET "
+            "status = EXCLUDED.status, result = EXCLUDED.result"
+            + (", not_now_tally = command_results.not_now_tally + 1" if not_now else ""),
+            udid, answer.command_uuid, answer.status, answer.raw.decode(),
+        )
+
+    def next_command(self, udid: str, skip_not_now: bool = False) -> str | None:
+        """NanoMDM's RetrieveNextCommand."""
+        row = self.connection.execute(
+            "SELECT c.command_uuid FROM enrollment_queue AS q "
+            "INNER JOIN commands AS c ON q.command_uuid = c.command_uuid "
+            "LEFT JOIN command_results r ON r.command_uuid = q.command_uuid AND r.id = q.id "
+            "WHERE q.id = %s AND q.active = TRUE "
+            "AND (r.status IS NULL OR (r.status = 'NotNow' AND NOT %s)) "
+            "ORDER BY q.priority DESC, q.created_at LIMIT 1",
+            (udid, skip_not_now),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+ROWS = {
+    "devices": "SELECT id, identity_cert, serial_number, authenticate, "
+    "token_update, bootstrap_token_b64 FROM devices ORDER BY id",
+    "enrollments": "SELECT id, device_id, user_id, type, topic, push_magic, token_hex, "
+    "enabled, token_update_tally, last_seen_at IS NOT NULL FROM enrollments ORDER BY id",
+    "commands": "SELECT command_uuid, request_type, command FROM commands ORDER BY command_uuid",
+    "enrollment_queue": "SELECT id, command_uuid, active, priority, seq IS NOT NULL "
+    "FROM enrollment_queue ORDER BY id, command_uuid",
+    "command_results": "SELECT id, command_uuid, status, result, not_now_at IS NOT NULL, "
+    "not_now_tally FROM command_results ORDER BY id, command_uuid",
+}
+
+
+def nanomdm_database() -> ThrowawayDatabase:
+    """A database created as NanoMDM documents it, then upgraded by our schema command."""
+    database = ThrowawayDatabase(with_schema=False)
+    for statement in NANOMDM_DDL:
+        database.query(statement)
+    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, 2, [])
+    return database
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_we_write_are_the_rows_nanomdm_writes():
+    ours_db, theirs_db = nanomdm_database(), nanomdm_database()
+    ours = PgSQLStorage(ours_db.dsn)
+    theirs = NanoMDMWrites(theirs_db)
+    try:
+        await ours.open()
+        authenticate = checkin("Authenticate", Topic=TOPIC, SerialNumber="C02XYZ")
+        update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x00\xffTOKEN", PushMagic="PM-1")
+        request = MDMRequest(authenticate.enroll_id)
+        await ours.store_authenticate(request, authenticate)
+        await ours.clear_queue(request)
+        await ours.disable(request)
+        theirs.authenticate(authenticate)
+        for _ in range(2):  # the second TokenUpdate makes the tally 2
+            await ours.store_token_update(request, update)
+            theirs.token_update(update)
+        for command_uuid in ("CMD-B", "CMD-A"):
+            await ours.enqueue_command(["DEVICE-1"], command(command_uuid))
+            theirs.enqueue(["DEVICE-1"], command(command_uuid))
+        for answer in (report("NotNow", "CMD-B"), report("NotNow", "CMD-B"),
+                       report("Acknowledged", "CMD-A")):
+            await ours.store_command_report(request, answer)
+            theirs.report("DEVICE-1", answer)
+        for table, query in ROWS.items():
+            assert ours_db.query(query) == theirs_db.query(query), table
+        enrollment = ours_db.query(ROWS["enrollments"])[0]
+        assert enrollment[6] == "00ff544f4b454e" and enrollment[8] == 2
+        assert ours_db.query("SELECT authenticate FROM devices")[0][0] == authenticate.raw.decode()
+        assert ours_db.query("SELECT not_now_tally FROM command_results WHERE status = 'NotNow'") \
+            == [(2,)]
+        # NanoMDM's next-command query reads what we queued, and we read what it queued.
+        assert NanoMDMWrites(ours_db).next_command("DEVICE-1") == "CMD-B"
+        assert NanoMDMWrites(ours_db).next_command("DEVICE-1", skip_not_now=True) is None
+        theirs.enqueue(["DEVICE-1"], command("CMD-C"))
+        assert theirs_db.query(
+            "SELECT seq IS NOT NULL FROM enrollment_queue WHERE command_uuid = 'CMD-C'"
+        ) == [(True,)]
+        theirs_store = PgSQLStorage(theirs_db.dsn)
+        await theirs_store.open()
+        try:
+            assert (await theirs_store.retrieve_next_command(request, True)).command_uuid == (
+                "CMD-C"
+            )
+        finally:
+            await theirs_store.close()
+        # NanoMDM's updated_at triggers fire on our UPDATEs too.
+        assert ours_db.query(
+            "SELECT COUNT(*) FROM devices WHERE updated_at > created_at"
+        ) == [(1,)]
+    finally:
+        theirs.close()
+        await ours.close()
+        ours_db.drop()
+        theirs_db.drop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_binary_unlock_token_is_stored_base64(storage, database):
+    """NanoMDM's raw bytes in a TEXT column fail for binary tokens; base64 always fits."""
+    request = await enroll(storage)
+    token = bytes(range(256))
+    update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x01", PushMagic="PM", UnlockToken=token)
+    await storage.store_token_update(request, update)
+    [(stored,)] = database.query("SELECT unlock_token FROM devices")
+    assert base64.b64decode(stored) == token
+    with pytest.raises(psycopg.errors.CharacterNotInRepertoire):
+        database.query("UPDATE devices SET unlock_token = convert_from(%s, 'UTF8')", token)
+
+
+# -- the queue -----------------------------------------------------------------
+
+
+class _Recorder:
+    """A stand-in transaction that keeps the statement instead of running it."""
+
+    def execute(self, sql, args=()):
+        self.sql, self.args = sql, args
+
+    def fetchone(self):
+        return None
+
+
+@pytest_twisted.ensureDeferred
+async def test_next_command_query_walks_the_queue_index(storage, database):
+    """10,000 queue rows, fresh statistics, enable_seqscan left on: the planner picks the index."""
+    await enroll(storage)
+    database.query(
+        "INSERT INTO devices (id, authenticate, authenticate_at) "
+        "SELECT 'D-' || n, 'x', now() FROM generate_series(1, 500) AS n"
+    )
+    database.query(
+        "INSERT INTO enrollments (id, device_id, type, topic, push_magic, token_hex, "
+        "last_seen_at) SELECT 'D-' || n, 'D-' || n, 'Device', 't', 'm', 'aa', now() "
+        "FROM generate_series(1, 500) AS n"
+    )
+    database.query(
+        "INSERT INTO commands (command_uuid, request_type, command) "
+        "SELECT 'C-' || n, 'ProfileList', '<?xml' FROM generate_series(1, 20) AS n"
+    )
+    database.query(
+        "INSERT INTO enrollment_queue (id, command_uuid) SELECT 'D-' || d, 'C-' || c "
+        "FROM generate_series(1, 500) AS d, generate_series(1, 20) AS c"
+    )
+    database.query(
+        "INSERT INTO command_results (id, command_uuid, status, result) "
+        "SELECT 'D-' || d, 'C-1', 'Acknowledged', '<?xml' FROM generate_series(1, 500) AS d"
+    )
+    database.query("ANALYZE")
+    recorder = _Recorder()
+    storage._transaction(recorder, storage._retrieve_next_command, "D-7", False)
+    plan = "\n".join(row[0] for row in database.query("EXPLAIN " + recorder.sql, *recorder.args))
+    # The enrollment's queue rows come from the index (a bitmap or plain index
+    # scan), then at most its own few rows are sorted; no table is read whole.
+    assert re.search(r"Index Scan (on|using) idx_queue_next", plan), plan
+    assert "Seq Scan" not in plan, plan
+
+
+@pytest_twisted.ensureDeferred
+async def test_enqueue_to_many_is_one_command_row_and_one_batched_insert(storage, database):
+    ids = [f"BULK-{i:04d}" for i in range(300)]
+    for udid in ids:
+        await enroll(storage, udid)
+    before = storage.round_trips().get("_enqueue_command", (0, 0))
+    assert await storage.enqueue_command(ids, command("CMD-FANOUT")) == {}
+    calls, trips = storage.round_trips()["_enqueue_command"]
+    # BEGIN, known IDs, already queued, the command's INSERT, its read, the queue rows, COMMIT
+    assert (calls - before[0], trips - before[1]) == (1, 7)
+    assert database.query(
+        "SELECT COUNT(*), COUNT(DISTINCT seq) FROM enrollment_queue "
+        "WHERE command_uuid = 'CMD-FANOUT'"
+    ) == [(300, 300)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_command_enqueued_to_batches_at_once(storage, database):
+    """As an API client enqueueing one command to many IDs, 50 per request, 8 at a time."""
+    ids = [f"BATCH-{i:03d}" for i in range(400)]
+    for udid in ids:
+        await enroll(storage, udid)
+    results = await defer.gatherResults(
+        [
+            defer.ensureDeferred(storage.enqueue_command(ids[i : i + 50], command("CMD-WIDE")))
+            for i in range(0, len(ids), 50)
+        ],
+        consumeErrors=True,
+    )
+    assert results == [{}] * 8
+    assert database.query(
+        "SELECT COUNT(*) FROM enrollment_queue WHERE command_uuid = 'CMD-WIDE'"
+    ) == [(400,)]
+
+
+def _retry_log(events: list):
+    return lambda event: events.append(event) if "retrying" in event.get("log_format", "") else None
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_answers_to_one_command_with_delete(database):
+    store = PgSQLStorage(database.dsn, {"delete": True, "max_open_conns": 10})
+    await store.open()
+    retries = []
+    observer = _retry_log(retries)
+    globalLogPublisher.addObserver(observer)
+    try:
+        requests = [await enroll(store, f"ANSWER-{i:03d}") for i in range(200)]
+        ids = [r.enroll_id.id for r in requests]
+        assert await store.enqueue_command(ids, command("CMD-SHARED")) == {}
+        nexts = await defer.gatherResults(
+            [
+                store.report_and_next(
+                    request, report("Acknowledged", "CMD-SHARED", request.enroll_id.id), False
+                )
+                for request in requests
+            ],
+            consumeErrors=True,
+        )
+        assert nexts == [None] * 200
+        assert await store.row_counts() == {
+            "commands": 0, "command_results": 0, "enrollment_queue": 0
+        }
+        assert retries == []  # no deadlock nor serialization failure needed a second try
+        assert len(store._pool.connections) > 1  # the answers really ran side by side
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_devices_answer_one_command_over_http_with_delete(tmp_path, database):
+    async with serve(
+        tmp_path, storage=StorageSpec("pgsql", database.dsn, "delete=1,max_open_conns=10")
+    ) as server:
+        devices = [
+            SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+            for _ in range(200)
+        ]
+        for device in devices:
+            await device.enroll()
+        answer = await enqueue(
+            server.http, server.url, server.api_key, [d.id for d in devices],
+            make_sim_command("ProfileList", "CMD-ALL"),
+        )
+        assert answer.code == 200
+        assert database.query("SELECT COUNT(*) FROM enrollment_queue") == [(200,)]
+        replies = await defer.gatherResults(
+            [defer.ensureDeferred(d.report("Acknowledged", "CMD-ALL")) for d in devices],
+            consumeErrors=True,
+        )
+        assert [(r.code, r.plist) for r in replies] == [(200, None)] * 200
+    for table in ("commands", "command_results", "enrollment_queue"):
+        assert database.query(f"SELECT COUNT(*) FROM {table}") == [(0,)], table
+
+
+# -- errors, retries and reconnection --------------------------------------------------
+
+
+def _failure(error: BaseException) -> Failure:
+    try:
+        raise error
+    except BaseException:
+        return Failure()
+
+
+def test_which_failures_are_retried(storage):
+    deadlock = _failure(psycopg.errors.DeadlockDetected("deadlock detected"))
+    serialization = _failure(psycopg.errors.SerializationFailure("could not serialize"))
+    terminated = _failure(psycopg.errors.AdminShutdown("terminating connection"))
+    lost = _failure(psycopg.OperationalError("server closed the connection unexpectedly"))
+    refused = _failure(CannotConnect("connection refused"))
+    duplicate = _failure(psycopg.errors.UniqueViolation("duplicate key"))
+    for failure in (deadlock, serialization, refused):
+        assert storage._should_retry(failure, idempotent=False)
+    for failure in (terminated, lost, _failure(ConnectionLost())):
+        assert storage._should_retry(failure, idempotent=True)
+        assert not storage._should_retry(failure, idempotent=False)
+    assert not storage._should_retry(duplicate, idempotent=True)
+    assert getattr(storage._store_token_update, "idempotent", True) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deadlock_victim_runs_once_more_a_lost_commit_does_not(storage):
+    attempts = []
+
+    def flaky(txn, error):
+        attempts.append(error)
+        txn.execute("SELECT 1")
+        if len(attempts) == 1:
+            raise error
+        return "done"
+
+    deadlock = psycopg.errors.DeadlockDetected("injected")
+    assert await storage._interact(flaky, deadlock) == "done"
+    assert attempts == [deadlock, deadlock]
+    attempts.clear()
+    with pytest.raises(psycopg.OperationalError):
+        await storage._interact(not_idempotent(flaky), psycopg.OperationalError("injected"))
+    assert len(attempts) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_real_deadlock_is_retried(database):
+    """Two transactions locking two rows in opposite orders: PostgreSQL picks a victim (40P01)."""
+    store = PgSQLStorage(database.dsn, {"max_open_conns": 2, "min_open_conns": 2})
+    await store.open()
+    retries = []
+    observer = _retry_log(retries)
+    globalLogPublisher.addObserver(observer)
+    both_hold_one = threading.Barrier(2)
+    first_runs = set()
+
+    def lock_both(txn, first, second):
+        txn.execute("UPDATE devices SET serial_number = 'X' WHERE id = %s", (first,))
+        if first not in first_runs:  # the victim's second run goes straight through
+            first_runs.add(first)
+            both_hold_one.wait(10)
+        txn.execute("UPDATE devices SET serial_number = 'Y' WHERE id = %s", (second,))
+        return first
+
+    try:
+        for udid in ("A", "B"):
+            await enroll(store, udid)
+        results = await defer.gatherResults(
+            [store._interact(lock_both, "A", "B"), store._interact(lock_both, "B", "A")],
+            consumeErrors=True,
+        )
+        assert sorted(results) == ["A", "B"]
+        assert [event["error"].split("\n")[0] for event in retries] == ["deadlock detected"]
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await store.close()
+
+
+async def backend_pid(store) -> int:
+    return (await store._interact(store._one, "SELECT pg_backend_pid()"))[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sessions_ended_by_the_server_are_replaced_before_use(storage, database):
+    request = await enroll(storage)
+    before = await backend_pid(storage)
+    assert database.terminate_connections() >= 1
+    # Not even the non-idempotent TokenUpdate fails: the dead connection is noticed first.
+    update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x01", PushMagic="PM")
+    await storage.store_token_update(request, update)
+    assert await storage.retrieve_token_update_tally("DEVICE-1") == 2
+    assert await backend_pid(storage) != before
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_ended_mid_use_fails_writes_once_and_retries_reads(database):
+    """Without the check before use: reads run again on a new connection, writes fail once."""
+    store = PgSQLStorage(database.dsn, {"max_open_conns": 1, "min_open_conns": 1})
+    await store.open()
+    store._pool._worn_out = lambda conn, tid, now: False
+    try:
+        request = await enroll(store)
+        database.terminate_connections()
+        assert await store.retrieve_token_update_tally("DEVICE-1") == 1
+        database.terminate_connections()
+        update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x01", PushMagic="PM")
+        with pytest.raises(psycopg.OperationalError):
+            await store.store_token_update(request, update)
+        await store.store_token_update(request, update)
+        assert await store.retrieve_token_update_tally("DEVICE-1") == 2
+    finally:
+        await store.close()
