@@ -82,7 +82,7 @@ class Options(usage.Options):
         sys.exit(0)
 
     def opt_storage(self, name: str) -> None:
-        """name of storage backend (inmem, sqlite, mysql); repeat for multi storage [default: sqlite]"""
+        """name of storage backend (sqlite, mysql, pgsql, inmem); repeat for multi storage [default: sqlite]"""
         self["storage"].append(name)
 
     def opt_storage_dsn(self, dsn: str) -> None:
