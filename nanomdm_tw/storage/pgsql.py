@@ -14,7 +14,6 @@ import base64
 import os
 import re
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import psycopg
@@ -23,10 +22,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
 from twisted.python.failure import Failure
 
-from ..mdm.messages import CommandReport
-from . import NOT_NOW
-from .mysql import DEFAULT_MAX_OPEN_CONNS, DEFAULT_MIN_OPEN_CONNS, MySQLPool, MySQLStorage
-from .sql import Dialect, SQLStorage, schema_files
+from .networked import LifetimePool, NetworkedStorage, report_missing
+from .sql import Dialect, schema_files
 
 PGSQL = Dialect(
     name="pgsql",
@@ -98,21 +95,8 @@ def _prepare_connection(connection: psycopg.Connection) -> None:
     connection.adapters.register_dumper(bytes, _BytesAsText)
 
 
-class _SocketOf:
-    """What MySQLPool inspects (``_sock``), for a psycopg connection."""
-
-    def __init__(self, connection: Any):
-        self._sock = None if connection.closed else connection
-
-
-class PgSQLPool(MySQLPool):
-    """
-    MySQLPool's lifetimes and dead-connection check, for psycopg.
-
-    A backend ended by the server (restart, pg_terminate_backend) sends a
-    FATAL message before closing, so its idle connection is readable, which
-    a healthy idle one is not: it is replaced before use, not mid-way.
-    """
+class PgSQLPool(LifetimePool):
+    """The lifetime pool for psycopg; a server that cannot be reached is CannotConnect."""
 
     def connect(self) -> Any:
         try:
@@ -120,8 +104,10 @@ class PgSQLPool(MySQLPool):
         except psycopg.OperationalError as e:
             raise CannotConnect(str(e)) from e
 
-    def _worn_out(self, conn: Any, tid: int, now: float) -> bool:
-        return super()._worn_out(_SocketOf(conn), tid, now)
+    def socket_of(self, conn: Any) -> Any:
+        # A backend ended by the server (restart, pg_terminate_backend) sends a
+        # FATAL message before closing: its idle connection turns readable.
+        return None if conn.closed else conn
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -134,45 +120,22 @@ def is_connection_error(error: BaseException) -> bool:
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
 
 
-class PgSQLStorage(SQLStorage):
+class PgSQLStorage(NetworkedStorage):
     dialect = PGSQL
+    product = "PostgreSQL"
 
     def __init__(self, dsn: str, options: dict[str, Any] | None = None, reactor: Any = None):
-        super().__init__(options)
-        options = options or {}
+        super().__init__(options, reactor)
         self.dsn = parse_pgsql_dsn(dsn)
-        self._reactor = reactor
-        self._max_open = options.get("max_open_conns", DEFAULT_MAX_OPEN_CONNS)
-        self._min_open = min(options.get("min_open_conns", DEFAULT_MIN_OPEN_CONNS), self._max_open)
-        self._max_lifetime = options.get("conn_max_lifetime", 0.0)
-        self._max_idle_time = options.get("conn_max_idle_time", 0.0)
 
     def _make_pool(self) -> ConnectionPool:
         return PgSQLPool(
             "psycopg",
             self.dsn.conninfo,
             autocommit=False,
-            cp_min=self._min_open,
-            cp_max=self._max_open,
-            cp_reconnect=True,
-            cp_noisy=False,
             cp_openfun=_prepare_connection,
-            cp_reactor=self._reactor,
-            max_lifetime=self._max_lifetime,
-            max_idle_time=self._max_idle_time,
+            **self._pool_options(),
         )
-
-    async def open(self) -> None:
-        """Connect and check the schema; creating it is the schema command's job."""
-        self._pool = self._make_pool()
-        missing = await self._interact(missing_schema)
-        if missing:
-            await self.close()
-            raise RuntimeError(
-                f"PostgreSQL database {self.dsn.database!r} lacks {', '.join(missing)}: "
-                "create or upgrade it with nanomdm-tw-schema pgsql --dsn DSN"
-            )
-        self._start_last_seen()
 
     def _begin(self, txn: Transaction) -> None:
         """psycopg sends its own BEGIN before the first statement: one more round trip."""
@@ -182,16 +145,6 @@ class PgSQLStorage(SQLStorage):
         """Base64: NanoMDM's TEXT column cannot hold the token's arbitrary bytes."""
         return base64.b64encode(token).decode("ascii")
 
-    def _schema_version(self, txn: Transaction) -> int:
-        """Read from the tables themselves, so a database NanoMDM created counts as version 1."""
-        present = _columns(txn)
-        if not present:
-            return 0
-        return 2 if "enrollment_queue.seq" in present else 1
-
-    def _set_schema_version(self, txn: Transaction, version: int) -> None:
-        """Nothing to record: the version is read off the tables."""
-
     def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
         error = failure.value
         if isinstance(error, CannotConnect):
@@ -200,23 +153,17 @@ class PgSQLStorage(SQLStorage):
             return True
         return idempotent and is_connection_error(error)
 
-    # -- delete=1 -------------------------------------------------------------
+    @staticmethod
+    def present_columns(txn) -> set[str]:
+        txn.execute(
+            "SELECT table_name || '.' || column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()"
+        )
+        return {row[0] for row in txn.fetchall()}
 
-    def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:
-        """
-        delete=1 as MySQL does it: our rows, COMMIT, then collect the command.
-
-        In one transaction, enrollments answering together would each still
-        see the others' uncommitted queue rows (READ COMMITTED), and none
-        would delete the command; checking after our own COMMIT, the last
-        one to commit sees no reference left.
-        """
-        if self._delete and not report.is_idle and report.status != NOT_NOW:
-            self._finish_command(txn, enrollment_id, report.command_uuid)
-        else:
-            super()._record_report(txn, enrollment_id, report)
-
-    _finish_command = MySQLStorage._finish_command
+    @staticmethod
+    def missing_schema(txn) -> list[str]:
+        return missing_schema(txn)
 
 
 # -- the schema -----------------------------------------------------------------
@@ -255,17 +202,9 @@ def expected_schema() -> list[str]:
     return list(dict.fromkeys(expected))
 
 
-def _columns(txn) -> set[str]:
-    txn.execute(
-        "SELECT table_name || '.' || column_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema()"
-    )
-    return {row[0] for row in txn.fetchall()}
-
-
 def missing_schema(txn) -> list[str]:
     """What the connected database lacks of our schema, in report words."""
-    present = {f"column {c}" for c in _columns(txn)}
+    present = {f"column {c}" for c in PgSQLStorage.present_columns(txn)}
     txn.execute(
         "SELECT CASE WHEN table_type = 'VIEW' THEN 'view ' ELSE 'table ' END || table_name "
         "FROM information_schema.tables WHERE table_schema = current_schema() "
@@ -275,19 +214,4 @@ def missing_schema(txn) -> list[str]:
         "FROM information_schema.triggers WHERE trigger_schema = current_schema()"
     )
     present.update(row[0] for row in txn.fetchall())
-    missing = [item for item in expected_schema() if item not in present]
-    absent_tables = {m.split()[1] for m in missing if m.startswith("table ")}
-    # A missing table is reported once, not with each of its columns, indexes, triggers.
-    return [
-        m for m in missing
-        if m.startswith(("table ", "view ")) or m.split()[1].split(".")[0] not in absent_tables
-    ]
-
-
-def schema_sql() -> str:
-    """The schema files, concatenated, for people who apply DDL themselves."""
-    folder = files(__package__) / "schema" / PGSQL.name
-    return "\n".join(
-        (folder / name).read_text()
-        for name in sorted(e.name for e in folder.iterdir() if e.name.endswith(".sql"))
-    )
+    return report_missing(expected_schema(), present)

@@ -21,6 +21,7 @@ from typing import Any
 import pymysql
 
 from ..storage import mysql
+from ..storage.networked import schema_sql
 from ..storage.sql import SQLStorage
 
 
@@ -30,7 +31,6 @@ class _Dialect:
 
     connect: Callable[[str], tuple[SQLStorage, Any]]
     missing_schema: Callable[[Any], list[str]]
-    schema_sql: Callable[[], str]
     errors: tuple[type[Exception], ...]
 
 
@@ -39,7 +39,7 @@ def _mysql() -> _Dialect:
         storage = mysql.MySQLStorage(dsn)
         return storage, pymysql.connect(**storage.dsn.connect_kwargs())
 
-    return _Dialect(connect, mysql.missing_schema, mysql.schema_sql, (pymysql.MySQLError,))
+    return _Dialect(connect, mysql.missing_schema, (pymysql.MySQLError,))
 
 
 def _pgsql() -> _Dialect:
@@ -51,7 +51,7 @@ def _pgsql() -> _Dialect:
         storage = pgsql.PgSQLStorage(dsn)
         return storage, psycopg.connect(storage.dsn.conninfo)
 
-    return _Dialect(connect, pgsql.missing_schema, pgsql.schema_sql, (psycopg.Error,))
+    return _Dialect(connect, pgsql.missing_schema, (psycopg.Error,))
 
 
 _DIALECTS = {"mysql": _mysql, "pgsql": _pgsql}
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backend = _DIALECTS[args.dialect]()
     if args.print:
-        print(backend.schema_sql())
+        print(schema_sql(args.dialect))
         return 0
     if not args.dsn:
         parser.error("--dsn is required (or --print)")

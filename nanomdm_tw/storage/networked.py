@@ -1,0 +1,189 @@
+"""
+What the database-server backends (MySQL, PostgreSQL) share.
+
+Unlike SQLite, these are shared by many servers and reached over a network:
+a pool of several connections with Go-style lifetimes, a schema created by
+the schema command rather than at start-up, the schema version read off the
+tables (a database NanoMDM created counts as version 1), and ``delete=1``
+in two transactions so that enrollments answering one command together do
+not queue up on that command's row.
+"""
+
+import select
+import time
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+
+from ..mdm.messages import CommandReport
+from . import NOT_NOW
+from .sql import SQLStorage
+
+DEFAULT_MAX_OPEN_CONNS = 10
+DEFAULT_MIN_OPEN_CONNS = 3
+
+
+class LifetimePool(ConnectionPool):
+    """
+    adbapi's pool with Go's ``SetConnMaxLifetime`` / ``SetConnMaxIdleTime``.
+
+    A pooled connection is replaced before use when it is too old, has been
+    idle too long, or the server has closed it (a restart, or a session the
+    server ended: the idle socket turns readable, which a healthy idle
+    connection's never is).
+    """
+
+    def __init__(self, *args: Any, max_lifetime: float = 0.0, max_idle_time: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_lifetime = max_lifetime
+        self.max_idle_time = max_idle_time
+        self._clock = clock
+        self._opened_at: dict[int, float] = {}
+        self._used_at: dict[int, float] = {}
+
+    def connect(self) -> Any:
+        tid = self.threadID()
+        conn = self.connections.get(tid)
+        now = self._clock()
+        if conn is not None and self._worn_out(conn, tid, now):
+            self.disconnect(conn)
+        if self.connections.get(tid) is None:
+            self._opened_at[tid] = now
+        self._used_at[tid] = now
+        return super().connect()
+
+    def socket_of(self, conn: Any) -> Any:
+        """Something select() can watch for the connection, or None when it is closed."""
+        return getattr(conn, "_sock", None)
+
+    def _worn_out(self, conn: Any, tid: int, now: float) -> bool:
+        if self.max_lifetime and now - self._opened_at[tid] >= self.max_lifetime:
+            return True
+        if self.max_idle_time and now - self._used_at[tid] >= self.max_idle_time:
+            return True
+        sock = self.socket_of(conn)
+        if sock is None:
+            return True
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+
+
+def report_missing(expected: list[str], present: set[str]) -> list[str]:
+    """What of ``expected`` is not ``present``; a missing table once, not per column."""
+    missing = [item for item in expected if item not in present]
+    absent_tables = {m.split()[1] for m in missing if m.startswith("table ")}
+    return [
+        m for m in missing
+        if m.startswith(("table ", "view ")) or m.split()[1].split(".")[0] not in absent_tables
+    ]
+
+
+def schema_sql(dialect: str) -> str:
+    """A dialect's schema files, concatenated, for people who apply DDL themselves."""
+    folder = files(__package__) / "schema" / dialect
+    return "\n".join(
+        (folder / name).read_text()
+        for name in sorted(e.name for e in folder.iterdir() if e.name.endswith(".sql"))
+    )
+
+
+class NetworkedStorage(SQLStorage):
+    """A backend on a database server; subclasses bring the driver, DSN and schema report."""
+
+    product: str  # for messages: "MySQL", "PostgreSQL"
+
+    def __init__(self, options: dict[str, Any] | None, reactor: Any):
+        super().__init__(options)
+        options = options or {}
+        self._reactor = reactor
+        self._max_open = options.get("max_open_conns", DEFAULT_MAX_OPEN_CONNS)
+        self._min_open = min(options.get("min_open_conns", DEFAULT_MIN_OPEN_CONNS), self._max_open)
+        self._max_lifetime = options.get("conn_max_lifetime", 0.0)
+        self._max_idle_time = options.get("conn_max_idle_time", 0.0)
+
+    def _pool_options(self) -> dict[str, Any]:
+        """The pool settings every driver gets."""
+        return dict(
+            cp_min=self._min_open,
+            cp_max=self._max_open,
+            cp_reconnect=True,
+            cp_noisy=False,
+            cp_reactor=self._reactor,
+            max_lifetime=self._max_lifetime,
+            max_idle_time=self._max_idle_time,
+        )
+
+    # The schema: reported by these, created by the schema command.
+    missing_schema: Callable[[Transaction], list[str]]
+    present_columns: Callable[[Transaction], set[str]]
+
+    async def open(self) -> None:
+        """Connect and check the schema; creating it is the schema command's job."""
+        self._pool = self._make_pool()
+        missing = await self._interact(type(self).missing_schema)
+        if missing:
+            await self.close()
+            raise RuntimeError(
+                f"{self.product} database {self.dsn.database!r} lacks {', '.join(missing)}: "
+                f"create or upgrade it with nanomdm-tw-schema {self.dialect.name} --dsn DSN"
+            )
+        self._start_last_seen()
+
+    def _schema_version(self, txn: Transaction) -> int:
+        present = type(self).present_columns(txn)
+        if not present:
+            return 0
+        return 2 if "enrollment_queue.seq" in present else 1
+
+    def _set_schema_version(self, txn: Transaction, version: int) -> None:
+        """Nothing to record: the version is read off the tables."""
+
+    # -- delete=1 -------------------------------------------------------------
+
+    def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:
+        if self._delete and not report.is_idle and report.status != NOT_NOW:
+            self._finish_command(txn, enrollment_id, report.command_uuid)
+        else:
+            super()._record_report(txn, enrollment_id, report)
+
+    def _finish_command(self, txn, enrollment_id: str, command_uuid: str) -> None:
+        """
+        Drop this enrollment's queue row and result, commit, then collect the command.
+
+        The reference check must see the other enrollments' committed deletes
+        (in one transaction each would still see the others' rows, and none
+        would delete the command), so it runs after our COMMIT, in a second
+        transaction.  Enrollments finishing together may all find the command
+        unreferenced; SKIP LOCKED lets the first collect it while the others
+        move on instead of waiting on its row.  Running this twice is harmless.
+        """
+        key = (enrollment_id, command_uuid)
+        self._execute(txn, "DELETE FROM enrollment_queue WHERE id = ? AND command_uuid = ?", key)
+        if txn.rowcount == 0:
+            self._log.info(
+                "report for command {command_uuid} not queued to {enrollment_id}: ignored",
+                command_uuid=command_uuid,
+                enrollment_id=enrollment_id,
+            )
+            return
+        self._execute(txn, "DELETE FROM command_results WHERE id = ? AND command_uuid = ?", key)
+        self._execute(txn, "COMMIT")
+        referenced = self._one(
+            txn,
+            "SELECT EXISTS (SELECT 1 FROM enrollment_queue WHERE command_uuid = ?) "
+            "OR EXISTS (SELECT 1 FROM command_results WHERE command_uuid = ?)",
+            (command_uuid, command_uuid),
+        )[0]
+        if referenced:
+            return
+        claimed = self._one(
+            txn,
+            "SELECT command_uuid FROM commands WHERE command_uuid = ? FOR UPDATE SKIP LOCKED",
+            (command_uuid,),
+        )
+        if claimed is not None:
+            # Locking reads: a queue row committed since our check keeps the command.
+            self._collect_commands(txn, [command_uuid])
