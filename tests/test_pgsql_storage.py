@@ -9,7 +9,6 @@ the sessions on the test's own throwaway database.
 """
 
 import base64
-import plistlib
 import re
 import threading
 
@@ -21,7 +20,6 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from nanomdm_tw.mdm.messages import decode_checkin, decode_command, decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
 from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.storage import make_storage
@@ -33,8 +31,8 @@ from nanomdm_tw.tools.sim import make_command as make_sim_command
 
 from .pgsqlserver import ThrowawayDatabase
 from .serving import serve
+from .storage_messages import TOPIC, checkin, command, enroll, report
 
-TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
 
 
 # -- DSNs and options -------------------------------------------------------------
@@ -102,33 +100,6 @@ async def storage(database):
     await store.open()
     yield store
     await store.close()
-
-
-def checkin(message_type: str, udid: str = "DEVICE-1", **fields):
-    return decode_checkin(plistlib.dumps({"MessageType": message_type, "UDID": udid, **fields}))
-
-
-def command(command_uuid: str):
-    return decode_command(
-        plistlib.dumps({"CommandUUID": command_uuid, "Command": {"RequestType": "ProfileList"}})
-    )
-
-
-def report(status: str, command_uuid: str, udid: str = "DEVICE-1"):
-    return decode_command_report(
-        plistlib.dumps({"UDID": udid, "Status": status, "CommandUUID": command_uuid})
-    )
-
-
-async def enroll(store, udid: str = "DEVICE-1", token: bytes = b"\xde\xad\xbe\xef"):
-    authenticate = checkin("Authenticate", udid, Topic=TOPIC, SerialNumber="SERIAL-" + udid)
-    request = MDMRequest(authenticate.enroll_id)
-    await store.store_authenticate(request, authenticate)
-    await store.clear_queue(request)
-    await store.disable(request)
-    update = checkin("TokenUpdate", udid, Topic=TOPIC, Token=token, PushMagic="MAGIC-" + udid)
-    await store.store_token_update(request, update)
-    return request
 
 
 # -- the schema and its command ------------------------------------------------------
