@@ -8,6 +8,7 @@ MessageError (400) at once, never as a 500 or a hang.
 import base64
 import datetime
 import hashlib
+import random
 import stat
 import time
 from urllib.parse import quote
@@ -15,12 +16,15 @@ from urllib.parse import quote
 import pytest
 from asn1crypto import algos, cms as asn1_cms, core
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet.task import Clock
 
+from nanomdm_tw.crypto import cms
+from nanomdm_tw.crypto import der as der_reader
 from nanomdm_tw.crypto.certheader import certificate_from_header
 from nanomdm_tw.crypto.cms import decode_mdm_signature, sign_detached, verify_detached
 from nanomdm_tw.crypto.devca import UID_OID, DevelopmentCA, write_cert_and_key
@@ -478,3 +482,76 @@ def test_cert_hash_is_hex_sha256_of_der(identity):
     cert, _ = identity
     assert cert_hash(cert) == hashlib.sha256(der(cert)).hexdigest()
     assert cert_hash(cert) == cert.fingerprint(hashes.SHA256()).hex()
+
+
+# The strict-DER fast path must agree with the general (asn1crypto) path.
+
+
+def verdict(verify, signature: bytes, body: bytes):
+    """The certificate a path accepts, or the kind of refusal."""
+    try:
+        return verify(signature, body)
+    except der_reader.DERError:
+        return "left to the general path"
+    except (MessageError, InvalidSignature):
+        return "refused"
+    except Exception as e:  # the general path's parser errors: refused by verify_detached
+        return "refused: " + e.__class__.__name__
+
+
+@pytest.mark.parametrize("hash_name", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("with_attributes", [True, False])
+@pytest.mark.parametrize("by_key_identifier", [False, True])
+def test_fast_path_takes_what_devices_send(ec_identity, identity, hash_name, with_attributes,
+                                           by_key_identifier):
+    for cert, key in (identity, ec_identity):
+        signature = resign(sign_detached(BODY, cert, key), key, hash_name, with_attributes,
+                           by_key_identifier=by_key_identifier)
+        assert cms._verify_der(signature, BODY) == cert
+        assert cms._verify_general(signature, BODY) == cert
+
+
+def test_fast_path_leaves_ber_to_the_general_path(identity):
+    cert, key = identity
+    signature = sign_detached(BODY, cert, key)
+    # The outer SEQUENCE re-encoded with an indefinite length: valid BER, not DER.
+    content_info, _ = der_reader.read(signature)
+    ber = b"\x30\x80" + content_info.value + b"\x00\x00"
+    with pytest.raises(der_reader.DERError):
+        cms._verify_der(ber, BODY)
+    assert verify_detached(ber, BODY) == cert
+
+
+def test_fast_and_general_paths_agree_on_every_mutation(identity):
+    """Flip each byte of a real signature in turn: the paths never disagree on acceptance."""
+    cert, key = identity
+    signature = sign_detached(BODY, cert, key)
+    rng = random.Random(7)
+    for position in [p for p in range(len(signature)) for _ in range(3)]:
+        mutated = bytearray(signature)
+        mutated[position] ^= rng.randrange(1, 256)
+        mutated = bytes(mutated)
+        fast = verdict(cms._verify_der, mutated, BODY)
+        general = verdict(cms._verify_general, mutated, BODY)
+        if fast == "left to the general path":
+            continue
+        assert (fast == cert) == (general == cert), (position, fast, general)
+    assert verdict(cms._verify_der, signature, BODY) == cert
+
+
+def test_der_reader_refuses_what_it_does_not_take():
+    for data, reason in [
+        (b"\x30", "truncated"),
+        (b"\x30\x80\x00\x00", "indefinite"),
+        (b"\x1f\x81\x01\x00", "high tag"),
+        (b"\x30\x85\x01\x00\x00\x00\x00", "bad length"),
+        (b"\x30\x05\x00", "truncated"),
+    ]:
+        with pytest.raises(der_reader.DERError, match=reason):
+            der_reader.read(data)
+    assert der_reader.oid(der_reader.read(b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02")[0]) == (
+        "1.2.840.113549.1.7.2"
+    )
+    assert der_reader.oid(der_reader.read(b"\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01")[0]) == (
+        "2.16.840.1.101.3.4.2.1"
+    )
