@@ -549,9 +549,10 @@ def test_der_reader_refuses_what_it_does_not_take():
     ]:
         with pytest.raises(der_reader.DERError, match=reason):
             der_reader.read(data)
-    assert der_reader.oid(der_reader.read(b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02")[0]) == (
-        "1.2.840.113549.1.7.2"
-    )
-    assert der_reader.oid(der_reader.read(b"\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01")[0]) == (
-        "2.16.840.1.101.3.4.2.1"
-    )
+    signed_data = b"\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02"
+    assert der_reader.encode_oid("1.2.840.113549.1.7.2") == signed_data
+    assert der_reader.oid(der_reader.read(b"\x06\x09" + signed_data)[0]) == signed_data
+    sha256 = b"\x60\x86\x48\x01\x65\x03\x04\x02\x01"
+    assert der_reader.encode_oid("2.16.840.1.101.3.4.2.1") == sha256
+    with pytest.raises(der_reader.DERError, match="bad OID"):
+        der_reader.oid(der_reader.read(b"\x06\x01\x86")[0])

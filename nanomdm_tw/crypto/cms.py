@@ -146,31 +146,39 @@ def _verify(signature_der: bytes, content: bytes) -> x509.Certificate:
         return _verify_general(signature_der, content)
 
 
-_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_SIGNED_DATA = der.encode_oid("1.2.840.113549.1.7.2")
 _DIGEST_NAMES = {
-    "1.3.14.3.2.26": "sha1",
-    "2.16.840.1.101.3.4.2.1": "sha256",
-    "2.16.840.1.101.3.4.2.2": "sha384",
-    "2.16.840.1.101.3.4.2.3": "sha512",
+    der.encode_oid(dotted): name
+    for dotted, name in [
+        ("1.3.14.3.2.26", "sha1"),
+        ("2.16.840.1.101.3.4.2.1", "sha256"),
+        ("2.16.840.1.101.3.4.2.2", "sha384"),
+        ("2.16.840.1.101.3.4.2.3", "sha512"),
+    ]
 }
 # What asn1crypto's SignedDigestAlgorithm.signature_algo answers for these OIDs.
 _SIGNATURE_ALGOS = {
-    "1.2.840.113549.1.1.1": "rsassa_pkcs1v15",  # rsaEncryption, as Apple devices send
-    "1.2.840.113549.1.1.5": "rsassa_pkcs1v15",
-    "1.2.840.113549.1.1.11": "rsassa_pkcs1v15",
-    "1.2.840.113549.1.1.12": "rsassa_pkcs1v15",
-    "1.2.840.113549.1.1.13": "rsassa_pkcs1v15",
-    "1.2.840.10045.4": "ecdsa",
-    "1.2.840.10045.4.1": "ecdsa",
-    "1.2.840.10045.4.3.2": "ecdsa",
-    "1.2.840.10045.4.3.3": "ecdsa",
-    "1.2.840.10045.4.3.4": "ecdsa",
+    der.encode_oid(dotted): name
+    for dotted, name in [
+        ("1.2.840.113549.1.1.1", "rsassa_pkcs1v15"),  # rsaEncryption, as Apple devices send
+        ("1.2.840.113549.1.1.5", "rsassa_pkcs1v15"),
+        ("1.2.840.113549.1.1.11", "rsassa_pkcs1v15"),
+        ("1.2.840.113549.1.1.12", "rsassa_pkcs1v15"),
+        ("1.2.840.113549.1.1.13", "rsassa_pkcs1v15"),
+        ("1.2.840.10045.4", "ecdsa"),
+        ("1.2.840.10045.4.1", "ecdsa"),
+        ("1.2.840.10045.4.3.2", "ecdsa"),
+        ("1.2.840.10045.4.3.3", "ecdsa"),
+        ("1.2.840.10045.4.3.4", "ecdsa"),
+    ]
 }
+_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+_MESSAGE_DIGEST_OID = der.encode_oid(_MESSAGE_DIGEST)
 _SEQUENCE, _SET, _OCTET_STRING, _INTEGER = 0x30, 0x31, 0x04, 0x02
 _CONTEXT_0, _CONTEXT_1, _CONTEXT_0_PRIMITIVE = 0xA0, 0xA1, 0x80
 
 
-def _algorithm(item: der.TLV, names: dict[str, str]) -> str:
+def _algorithm(item: der.TLV, names: dict[bytes, str]) -> str:
     """The name of an AlgorithmIdentifier's OID; DERError (so: the general path) if unknown."""
     name = names.get(der.oid(der.children(der.expect(item, _SEQUENCE).value)[0]))
     if name is None:
@@ -248,7 +256,7 @@ def _message_digest_der(signed_attrs: der.TLV) -> bytes:
     digests = []
     for attribute in der.children(signed_attrs.value):
         attribute_type, values = der.children(der.expect(attribute, _SEQUENCE).value)
-        if der.oid(attribute_type) == _MESSAGE_DIGEST:
+        if der.oid(attribute_type) == _MESSAGE_DIGEST_OID:
             values = der.children(der.expect(values, _SET).value)
             if len(values) == 1:
                 digests.append(der.expect(values[0], _OCTET_STRING).value)
@@ -326,9 +334,6 @@ def _find_signer(certificates, sid: cms.SignerIdentifier) -> bytes:
             if _signer_identifiers(der)[2] == key_identifier:
                 return der
     raise MessageError("signer certificate not included in the signature")
-
-
-_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 
 
 def _message_digest(signed_attrs: cms.CMSAttributes) -> bytes:

@@ -63,19 +63,22 @@ def expect(item: TLV, tag: int) -> TLV:
     return item
 
 
-def oid(item: TLV) -> str:
-    """An OBJECT IDENTIFIER in dotted form."""
+def oid(item: TLV) -> bytes:
+    """An OBJECT IDENTIFIER's encoded contents, to compare with ``encode_oid`` constants."""
     value = expect(item, 0x06).value
-    if not value:
-        raise DERError("empty OID")
-    arcs, current = [], 0
-    for octet in value:
-        current = (current << 7) | (octet & 0x7F)
-        if not octet & 0x80:
-            arcs.append(current)
-            current = 0
-    if value[-1] & 0x80:
-        raise DERError("truncated OID")
-    first = arcs[0]
-    head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
-    return ".".join(str(a) for a in head + arcs[1:])
+    if not value or value[-1] & 0x80:
+        raise DERError("bad OID")
+    return value
+
+
+def encode_oid(dotted: str) -> bytes:
+    """The contents octets of an OBJECT IDENTIFIER, for tables of known OIDs."""
+    arcs = [int(a) for a in dotted.split(".")]
+    encoded = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        encoded += bytes(reversed(chunk))
+    return bytes(encoded)

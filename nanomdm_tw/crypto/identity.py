@@ -6,6 +6,7 @@ certificate (``-cert-header`` or ``Mdm-Signature``), then verify it against
 ``-ca`` when one is configured.
 """
 
+import functools
 from typing import Callable
 
 from cryptography import x509
@@ -19,6 +20,7 @@ from .trust import TrustStore
 MDM_SIGNATURE_HEADER = b"Mdm-Signature"
 
 
+@functools.lru_cache(maxsize=65536)
 def cert_hash(cert: x509.Certificate) -> str:
     """Lowercase hex SHA-256 of the DER: the key of cert auth associations."""
     return cert.fingerprint(hashes.SHA256()).hex()

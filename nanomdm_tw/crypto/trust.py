@@ -17,7 +17,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
@@ -68,7 +67,7 @@ class TrustStore:
         ]
         self._clock = clock or _WallClock()
         self._cache_size = cache_size
-        self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._verified: OrderedDict[x509.Certificate, float] = OrderedDict()
 
     @classmethod
     def from_files(
@@ -82,7 +81,7 @@ class TrustStore:
     def verify(self, cert: x509.Certificate) -> None:
         """Raise AuthenticationError unless ``cert`` is a valid client cert of ours."""
         now = self._clock.seconds()
-        key = cert.fingerprint(hashes.SHA256())
+        key = cert  # hashed and compared by its DER, cheaper than a fingerprint
         expires = self._verified.get(key)
         if expires is not None:
             if now < expires:
