@@ -230,6 +230,13 @@ def _spawn(reactor, argv: list[str], log_path: Path, cwd: Path) -> _Process:
         childFDs={0: "w", 1: log.fileno(), 2: log.fileno()},
     )
     log.close()
+
+    def stop_if_running() -> None:
+        # The bench itself interrupted (Ctrl-C, SIGTERM): take its servers along.
+        if not child.ended.called:
+            transport.signalProcess("TERM")
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop_if_running)
     return _Process(transport.pid, child, transport)
 
 
