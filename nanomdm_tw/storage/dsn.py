@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl
 
 from twisted.logger import Logger
 
+from pymysql.constants import CLIENT
+
 from ..duration import parse_duration
 
 _log = Logger()
@@ -70,6 +72,9 @@ class MySQLDSN:
             "password": self.password,
             "database": self.database or None,
             "charset": "utf8mb4",
+            # rowcount of an UPDATE counts the rows it matched, as SQLite and
+            # PostgreSQL report it, not only those it changed.
+            "client_flag": CLIENT.FOUND_ROWS,
         }
         if self.protocol == "unix":
             kwargs["unix_socket"] = self.address or "/tmp/mysql.sock"

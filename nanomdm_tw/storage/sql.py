@@ -370,8 +370,8 @@ class SQLStorage:
     def _store_token_update(self, txn, request: MDMRequest, message: TokenUpdate):
         enroll_id = request.enroll_id
         device_id = enroll_id.device_channel_id
-        self._require_device(txn, device_id)
         if enroll_id.is_user_channel:
+            self._require_device(txn, device_id)
             if message.unlock_token:
                 self._log.info(
                     "unlock token on user channel {enrollment_id} not stored",
@@ -391,6 +391,9 @@ class SQLStorage:
                 f"UPDATE devices SET {', '.join(assignments)} WHERE id = ?",
                 (*args, device_id),
             )
+            # Matched rows (MySQL connects with FOUND_ROWS): none means no Authenticate yet.
+            if txn.rowcount == 0:
+                raise UnknownEnrollment(device_id)
             user_id = None
         query = self.dialect.upsert(
             "enrollments",
