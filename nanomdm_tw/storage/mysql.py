@@ -27,6 +27,7 @@ MYSQL = Dialect(
     # served in index order by idx_queue_next.
     queue_order="q.priority DESC, q.created_at, q.seq",
     share_lock=" LOCK IN SHARE MODE",  # MySQL 8 and MariaDB both still accept it
+    no_table=" FROM DUAL",
 )
 
 # The whole transaction was rolled back: running it again is always safe.

@@ -145,11 +145,11 @@ class NetworkedStorage(SQLStorage):
 
     def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:
         if self._delete and not report.is_idle and report.status != NOT_NOW:
-            self._finish_command(txn, enrollment_id, report.command_uuid)
+            self._finish_command(txn, enrollment_id, report)
         else:
             super()._record_report(txn, enrollment_id, report)
 
-    def _finish_command(self, txn, enrollment_id: str, command_uuid: str) -> None:
+    def _finish_command(self, txn, enrollment_id: str, report: CommandReport) -> None:
         """
         Drop this enrollment's queue row and result, commit, then collect the command.
 
@@ -160,15 +160,11 @@ class NetworkedStorage(SQLStorage):
         unreferenced; SKIP LOCKED lets the first collect it while the others
         move on instead of waiting on its row.  Running this twice is harmless.
         """
+        command_uuid = report.command_uuid
         key = (enrollment_id, command_uuid)
         self._execute(txn, "DELETE FROM enrollment_queue WHERE id = ? AND command_uuid = ?", key)
         if txn.rowcount == 0:
-            self._log.info(
-                "report for command {command_uuid} not queued to {enrollment_id}: ignored",
-                command_uuid=command_uuid,
-                enrollment_id=enrollment_id,
-            )
-            return
+            return self._not_queued(enrollment_id, report)
         self._execute(txn, "DELETE FROM command_results WHERE id = ? AND command_uuid = ?", key)
         self._execute(txn, "COMMIT")
         referenced = self._one(

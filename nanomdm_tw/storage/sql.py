@@ -65,6 +65,8 @@ class Dialect:
     queue_order: str = "q.priority DESC, q.seq"
     # Appended to a SELECT that must see the latest committed row, not a snapshot.
     share_lock: str = ""
+    # What a table-less SELECT with a WHERE needs after its columns (MySQL: FROM DUAL).
+    no_table: str = ""
 
     def sql(self, query: str) -> str:
         if self.paramstyle == "qmark":
@@ -78,6 +80,7 @@ class Dialect:
         key: Sequence[str],
         copy: Sequence[str] = (),
         assign: Sequence[str] = (),
+        only_if: str = "",
     ) -> str:
         """
         INSERT one row, or on a key conflict update the existing one.
@@ -86,11 +89,17 @@ class Dialect:
         CURRENT_TIMESTAMP); ``copy`` columns take the new row's value;
         ``assign`` holds extra ``column = expression`` clauses, where
         ``table.column`` means the existing row's value.  Nothing to copy
-        or assign means insert-if-absent.
+        or assign means insert-if-absent.  ``only_if``: a condition
+        without which nothing is written (rowcount 0), in the same statement.
         """
-        insert = "INSERT INTO {} ({}) VALUES ({})".format(
-            table, ", ".join(values), ", ".join(values.values())
-        )
+        if only_if:
+            insert = "INSERT INTO {} ({}) SELECT {}{} WHERE {}".format(
+                table, ", ".join(values), ", ".join(values.values()), self.no_table, only_if
+            )
+        else:
+            insert = "INSERT INTO {} ({}) VALUES ({})".format(
+                table, ", ".join(values), ", ".join(values.values())
+            )
         if self.upsert_style == "on_conflict":
             updates = [f"{c} = excluded.{c}" for c in copy] + list(assign)
             if not updates:
@@ -559,31 +568,18 @@ class SQLStorage:
         if report.is_idle:
             return
         key = (enrollment_id, report.command_uuid)
-        if (
-            self._one(
-                txn,
-                "SELECT 1 FROM enrollment_queue WHERE id = ? AND command_uuid = ?",
-                key,
-            )
-            is None
-        ):
-            self._log.info(
-                "report {status} for command {command_uuid} not queued to "
-                "{enrollment_id}: ignored",
-                status=report.status,
-                command_uuid=report.command_uuid,
-                enrollment_id=enrollment_id,
-            )
-            return
+        queued = "EXISTS (SELECT 1 FROM enrollment_queue WHERE id = ? AND command_uuid = ?)"
         if report.status == NOT_NOW:
             values = {"not_now_at": "CURRENT_TIMESTAMP", "not_now_tally": "1"}
             tally = ("not_now_tally = command_results.not_now_tally + 1",)
         elif self._delete:
             self._execute(
-                txn, "DELETE FROM command_results WHERE id = ? AND command_uuid = ?", key
-            )
-            self._execute(
                 txn, "DELETE FROM enrollment_queue WHERE id = ? AND command_uuid = ?", key
+            )
+            if txn.rowcount == 0:
+                return self._not_queued(enrollment_id, report)
+            self._execute(
+                txn, "DELETE FROM command_results WHERE id = ? AND command_uuid = ?", key
             )
             self._collect_commands(txn, [report.command_uuid])
             return
@@ -595,8 +591,21 @@ class SQLStorage:
             key=("id", "command_uuid"),
             copy=("status", "result"),
             assign=("updated_at = CURRENT_TIMESTAMP", *tally),
+            only_if=queued,
         )
-        self._execute(txn, query, (*key, report.status, report.raw))
+        self._execute(txn, query, (*key, report.status, report.raw, *key))
+        if txn.rowcount == 0:
+            self._not_queued(enrollment_id, report)
+
+    def _not_queued(self, enrollment_id: str, report: CommandReport) -> None:
+        """A report for a command not queued to this enrollment changes nothing."""
+        self._log.info(
+            "report {status} for command {command_uuid} not queued to "
+            "{enrollment_id}: ignored",
+            status=report.status,
+            command_uuid=report.command_uuid,
+            enrollment_id=enrollment_id,
+        )
 
     def _collect_commands(self, txn, command_uuids: Sequence[str]) -> None:
         """Delete those of the commands that no queue row or result refers to any more."""
