@@ -36,7 +36,7 @@ from .services.core import CoreService
 from .services.dump import DumpService
 from .services.gettoken import GetTokenRegistry
 from .services.interfaces import IMDMService
-from .services.multi import Integrations
+from .services.integrations import Integrations
 from .storage import make_storage
 from .storage.interfaces import IStorage
 from .settings import Settings
