@@ -7,12 +7,14 @@ decides; ``NanoMDMService`` does all I/O in ``startService``, none at
 construction.
 """
 
+import os
 import secrets
 import sys
 from dataclasses import replace
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -38,10 +40,15 @@ from .services.gettoken import GetTokenRegistry
 from .services.interfaces import IMDMService
 from .services.integrations import Integrations
 from .storage import make_storage
-from .storage.interfaces import IStorage
+from .storage.interfaces import IStorage, StorageUnreachable
 from .settings import Settings
 from .storage.multi import MultiStorage
 from .workers import WorkerPool, adopt_listening_socket
+
+
+# Seconds between attempts to reach the database at start-up (doubling up to the max).
+STORAGE_RETRY_FIRST = 1.0
+STORAGE_RETRY_MAX = 30.0
 
 
 class MDMSite(Site):
@@ -148,12 +155,29 @@ class NanoMDMService(Service):
         self.ready.addErrback(self._start_failed)
 
     def _start_failed(self, failure) -> None:
+        if failure.check(CancelledError):
+            return None  # stopped while still starting
         self._log.critical(
             "nanomdm-tw could not start: {error}", error=failure.getErrorMessage()
         )
         if self._reactor.running:
+            # A non-zero exit, so that systemd (Restart=on-failure) and scripts see it.
+            self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             self._reactor.stop()
-        return failure
+        return None
+
+    async def _open_storage(self, storage: IStorage) -> None:
+        """Open storage; while its server is unreachable, keep trying instead of exiting."""
+        delay = STORAGE_RETRY_FIRST
+        while True:
+            try:
+                return await storage.open()
+            except StorageUnreachable as e:
+                self._log.warn(
+                    "{error}; trying again in {delay:g}s", error=str(e), delay=delay
+                )
+            await deferLater(self._reactor, delay)
+            delay = min(delay * 2, STORAGE_RETRY_MAX)
 
     async def _start(self) -> None:
         settings = self.settings
@@ -162,7 +186,7 @@ class NanoMDMService(Service):
             for spec in (settings.storage, *settings.extra_storages)
         ]
         storage = stores[0] if len(stores) == 1 else MultiStorage(stores)
-        await storage.open()
+        await self._open_storage(storage)
         self.storage = storage
         trust = self._trust_store()
         identity = DeviceIdentity(trust, settings.cert_header or None)
@@ -258,4 +282,6 @@ class NanoMDMService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
+        if self.ready is not None and not self.ready.called:
+            self.ready.cancel()  # still waiting for the database: give up
         return Deferred.fromCoroutine(self._stop())

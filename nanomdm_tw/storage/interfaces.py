@@ -36,6 +36,10 @@ class UnknownEnrollment(MessageError):
         super().__init__(f"unknown enrollment {enrollment_id}: Authenticate first")
 
 
+class StorageUnreachable(Exception):
+    """The database server could not be reached: worth trying again later."""
+
+
 @dataclass(frozen=True, slots=True)
 class PushInfo:
     """What APNs needs to wake one enrollment."""
@@ -196,7 +200,11 @@ class IStorage(
     """Everything a backend provides."""
 
     async def open() -> None:
-        """Connect and create or upgrade the schema; called once at start-up."""
+        """
+        Connect and create or upgrade (or check) the schema; called once at start-up.
+
+        Raises StorageUnreachable when the database server cannot be reached.
+        """
 
     async def close() -> None:
         """Release connections; called once at shut-down."""

@@ -68,8 +68,15 @@ class MultiStorage:
                     )
 
     async def open(self) -> None:
-        for store in (self.primary, *self.mirrors):
-            await store.open()
+        opened = []
+        try:
+            for store in (self.primary, *self.mirrors):
+                await store.open()
+                opened.append(store)
+        except BaseException:
+            for store in opened:  # all or none, so that open() can be tried again
+                await store.close()
+            raise
 
     async def close(self) -> None:
         for store in (self.primary, *self.mirrors):

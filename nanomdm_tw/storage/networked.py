@@ -19,6 +19,7 @@ from twisted.enterprise.adbapi import ConnectionPool, Transaction
 
 from ..mdm.messages import CommandReport
 from . import NOT_NOW
+from .interfaces import StorageUnreachable
 from .sql import SQLStorage
 
 DEFAULT_MAX_OPEN_CONNS = 10
@@ -116,6 +117,9 @@ class NetworkedStorage(SQLStorage):
             max_idle_time=self._max_idle_time,
         )
 
+    # Whether an error means the server could not be reached (or the connection died).
+    is_connection_error: Callable[[BaseException], bool]
+
     # The schema: reported by these, created by the schema command.
     missing_schema: Callable[[Transaction], list[str]]
     present_columns: Callable[[Transaction], set[str]]
@@ -123,7 +127,13 @@ class NetworkedStorage(SQLStorage):
     async def open(self) -> None:
         """Connect and check the schema; creating it is the schema command's job."""
         self._pool = self._make_pool()
-        missing = await self._interact(type(self).missing_schema)
+        try:
+            missing = await self._interact(type(self).missing_schema)
+        except Exception as e:
+            if not self.is_connection_error(e):
+                raise
+            await self.close()
+            raise StorageUnreachable(f"{self.product} server unreachable: {e}") from e
         if missing:
             await self.close()
             raise RuntimeError(

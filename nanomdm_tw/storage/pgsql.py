@@ -165,6 +165,8 @@ class PgSQLStorage(NetworkedStorage):
     def missing_schema(txn) -> list[str]:
         return missing_schema(txn)
 
+    is_connection_error = staticmethod(is_connection_error)
+
 
 # -- the schema -----------------------------------------------------------------
 
