@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
-from twisted.python.failure import Failure
 
 from .dsn import MySQLDSN, parse_dsn
 from .networked import LifetimePool, NetworkedStorage, report_missing
@@ -65,12 +64,9 @@ class MySQLStorage(NetworkedStorage):
             "pymysql", autocommit=False, **self._pool_options(), **self.dsn.connect_kwargs()
         )
 
-    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
-        error = failure.value
-        code = _error_code(error)
-        if code in _ROLLED_BACK | _NOT_CONNECTED:
-            return True
-        return idempotent and is_connection_error(error)
+    @staticmethod
+    def always_retryable(error: BaseException) -> bool:
+        return _error_code(error) in _ROLLED_BACK | _NOT_CONNECTED
 
     @staticmethod
     def present_columns(txn) -> set[str]:

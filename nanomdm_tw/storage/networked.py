@@ -16,6 +16,7 @@ from importlib.resources import files
 from typing import Any
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.python.failure import Failure
 
 from ..mdm.messages import CommandReport
 from . import NOT_NOW
@@ -119,6 +120,16 @@ class NetworkedStorage(SQLStorage):
 
     # Whether an error means the server could not be reached (or the connection died).
     is_connection_error: Callable[[BaseException], bool]
+    # Whether a failed transaction may always run again: rolled back whole (deadlock,
+    # lock wait) or never started (no connection).
+    always_retryable: Callable[[BaseException], bool]
+
+    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
+        """Always when nothing took effect; after a lost connection only if idempotent."""
+        error = failure.value
+        if self.always_retryable(error):
+            return True
+        return idempotent and self.is_connection_error(error)
 
     # The schema: reported by these, created by the schema command.
     missing_schema: Callable[[Transaction], list[str]]

@@ -20,7 +20,6 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
-from twisted.python.failure import Failure
 
 from .networked import LifetimePool, NetworkedStorage, report_missing
 from .sql import Dialect, schema_files
@@ -145,13 +144,11 @@ class PgSQLStorage(NetworkedStorage):
         """Base64: NanoMDM's TEXT column cannot hold the token's arbitrary bytes."""
         return base64.b64encode(token).decode("ascii")
 
-    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
-        error = failure.value
-        if isinstance(error, CannotConnect):
-            return True
-        if getattr(error, "sqlstate", None) in _ROLLED_BACK:
-            return True
-        return idempotent and is_connection_error(error)
+    @staticmethod
+    def always_retryable(error: BaseException) -> bool:
+        return isinstance(error, CannotConnect) or (
+            getattr(error, "sqlstate", None) in _ROLLED_BACK
+        )
 
     @staticmethod
     def present_columns(txn) -> set[str]:
