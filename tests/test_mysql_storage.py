@@ -28,8 +28,7 @@ from nanomdm_tw.storage.mysql import MySQLStorage, expected_schema
 from nanomdm_tw.storage.sql import not_idempotent
 from nanomdm_tw.tap import Options
 from nanomdm_tw.tools import schema as schema_tool
-from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_identity
-from nanomdm_tw.tools.sim import make_command as make_sim_command
+from nanomdm_tw.tools.sim import SimulatedDevice, make_identity
 
 from .mysqlserver import ThrowawayDatabase
 from .serving import serve
@@ -438,81 +437,6 @@ async def test_next_command_query_walks_the_queue_index(storage, database):
     assert (await storage.retrieve_next_command(request, False)).command_uuid == "CMD-0"
 
 
-@pytest_twisted.ensureDeferred
-async def test_enqueue_to_many_is_one_command_row_and_one_batched_insert(storage, database):
-    ids = [f"BULK-{i:04d}" for i in range(300)]
-    for udid in ids:
-        await enroll(storage, udid)
-    before = storage.round_trips().get("_enqueue_command", (0, 0))
-    assert await storage.enqueue_command(ids, command("CMD-FANOUT")) == {}
-    calls, trips = storage.round_trips()["_enqueue_command"]
-    # known IDs, already queued, the command, its INSERT, the queue INSERT, COMMIT
-    assert (calls - before[0], trips - before[1]) == (1, 6)
-    assert database.query(
-        "SELECT COUNT(*), COUNT(DISTINCT seq) FROM enrollment_queue "
-        "WHERE command_uuid = 'CMD-FANOUT'"
-    ) == [(300, 300)]
-
-
-@pytest_twisted.ensureDeferred
-async def test_one_command_enqueued_to_batches_at_once(storage, database):
-    """As an API client enqueueing one command to many IDs, 100 per request, 8 at a time."""
-    ids = [f"BATCH-{i:03d}" for i in range(400)]
-    for udid in ids:
-        await enroll(storage, udid)
-    results = await defer.gatherResults(
-        [
-            defer.ensureDeferred(storage.enqueue_command(ids[i : i + 50], command("CMD-WIDE")))
-            for i in range(0, len(ids), 50)
-        ],
-        consumeErrors=True,
-    )
-    assert results == [{}] * 8
-    assert database.query(
-        "SELECT COUNT(*) FROM enrollment_queue WHERE command_uuid = 'CMD-WIDE'"
-    ) == [(400,)]
-
-
-@pytest_twisted.ensureDeferred
-async def test_two_hundred_answers_to_one_command_with_delete(database):
-    store = MySQLStorage(database.dsn, {"delete": True, "max_open_conns": 10})
-    await store.open()
-    retries = []
-    observer = lambda event: retries.append(event) if "retrying" in event.get(
-        "log_format", "") else None
-    globalLogPublisher.addObserver(observer)
-    try:
-        requests = [await enroll(store, f"ANSWER-{i:03d}") for i in range(200)]
-        ids = [r.enroll_id.id for r in requests]
-        assert await store.enqueue_command(ids, command("CMD-SHARED")) == {}
-        await defer.gatherResults(
-            [
-                defer.ensureDeferred(
-                    answer(
-                        store,
-                        request,
-                        report("Acknowledged", "CMD-SHARED", request.enroll_id.id),
-                    )
-                )
-                for request in requests
-            ],
-            consumeErrors=True,
-        )
-        assert await store.row_counts() == {
-            "commands": 0, "command_results": 0, "enrollment_queue": 0
-        }
-        assert retries == []  # no deadlock nor lock wait needed a second try
-        assert len(store._pool.connections) > 1  # the answers really ran side by side
-    finally:
-        globalLogPublisher.removeObserver(observer)
-        await store.close()
-
-
-async def answer(store, request, report_):
-    await store.store_command_report(request, report_)
-    assert await store.retrieve_next_command(request, False) is None
-
-
 # -- last seen --------------------------------------------------------------------
 
 
@@ -722,29 +646,3 @@ async def test_a_deadlock_victim_runs_once_more_a_lost_commit_does_not(storage):
     with pytest.raises(pymysql.err.OperationalError):
         await storage._interact(not_idempotent(flaky), 2013)
     assert attempts == [2013]
-
-
-@pytest_twisted.ensureDeferred
-async def test_two_hundred_devices_answer_one_command_over_http_with_delete(tmp_path, database):
-    async with serve(
-        tmp_path, storage=StorageSpec("mysql", database.dsn, "delete=1,max_open_conns=10")
-    ) as server:
-        devices = [
-            SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
-            for _ in range(200)
-        ]
-        for device in devices:
-            await device.enroll()
-        answer = await enqueue(
-            server.http, server.url, server.api_key, [d.id for d in devices],
-            make_sim_command("ProfileList", "CMD-ALL"),
-        )
-        assert answer.code == 200
-        assert database.query("SELECT COUNT(*) FROM enrollment_queue") == [(200,)]
-        replies = await defer.gatherResults(
-            [defer.ensureDeferred(d.report("Acknowledged", "CMD-ALL")) for d in devices],
-            consumeErrors=True,
-        )
-        assert [(r.code, r.plist) for r in replies] == [(200, None)] * 200
-    for table in ("commands", "command_results", "enrollment_queue"):
-        assert database.query(f"SELECT COUNT(*) FROM {table}") == [(0,)], table

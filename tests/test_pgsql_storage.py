@@ -21,16 +21,12 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from nanomdm_tw.mdm.request import MDMRequest
-from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.storage import make_storage
 from nanomdm_tw.storage.pgsql import CannotConnect, PgSQLStorage, expected_schema, parse_pgsql_dsn
 from nanomdm_tw.storage.sql import not_idempotent
 from nanomdm_tw.tools import schema as schema_tool
-from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_identity
-from nanomdm_tw.tools.sim import make_command as make_sim_command
 
 from .pgsqlserver import ThrowawayDatabase
-from .serving import serve
 from .storage_messages import TOPIC, checkin, command, enroll, report
 
 
@@ -476,100 +472,8 @@ async def test_next_command_query_walks_the_queue_index(storage, database):
     assert "Seq Scan" not in plan, plan
 
 
-@pytest_twisted.ensureDeferred
-async def test_enqueue_to_many_is_one_command_row_and_one_batched_insert(storage, database):
-    ids = [f"BULK-{i:04d}" for i in range(300)]
-    for udid in ids:
-        await enroll(storage, udid)
-    before = storage.round_trips().get("_enqueue_command", (0, 0))
-    assert await storage.enqueue_command(ids, command("CMD-FANOUT")) == {}
-    calls, trips = storage.round_trips()["_enqueue_command"]
-    # BEGIN, known IDs, already queued, the command's INSERT, its read, the queue rows, COMMIT
-    assert (calls - before[0], trips - before[1]) == (1, 7)
-    assert database.query(
-        "SELECT COUNT(*), COUNT(DISTINCT seq) FROM enrollment_queue "
-        "WHERE command_uuid = 'CMD-FANOUT'"
-    ) == [(300, 300)]
-
-
-@pytest_twisted.ensureDeferred
-async def test_one_command_enqueued_to_batches_at_once(storage, database):
-    """As an API client enqueueing one command to many IDs, 50 per request, 8 at a time."""
-    ids = [f"BATCH-{i:03d}" for i in range(400)]
-    for udid in ids:
-        await enroll(storage, udid)
-    results = await defer.gatherResults(
-        [
-            defer.ensureDeferred(storage.enqueue_command(ids[i : i + 50], command("CMD-WIDE")))
-            for i in range(0, len(ids), 50)
-        ],
-        consumeErrors=True,
-    )
-    assert results == [{}] * 8
-    assert database.query(
-        "SELECT COUNT(*) FROM enrollment_queue WHERE command_uuid = 'CMD-WIDE'"
-    ) == [(400,)]
-
-
 def _retry_log(events: list):
     return lambda event: events.append(event) if "retrying" in event.get("log_format", "") else None
-
-
-@pytest_twisted.ensureDeferred
-async def test_two_hundred_answers_to_one_command_with_delete(database):
-    store = PgSQLStorage(database.dsn, {"delete": True, "max_open_conns": 10})
-    await store.open()
-    retries = []
-    observer = _retry_log(retries)
-    globalLogPublisher.addObserver(observer)
-    try:
-        requests = [await enroll(store, f"ANSWER-{i:03d}") for i in range(200)]
-        ids = [r.enroll_id.id for r in requests]
-        assert await store.enqueue_command(ids, command("CMD-SHARED")) == {}
-        nexts = await defer.gatherResults(
-            [
-                store.report_and_next(
-                    request, report("Acknowledged", "CMD-SHARED", request.enroll_id.id), False
-                )
-                for request in requests
-            ],
-            consumeErrors=True,
-        )
-        assert nexts == [None] * 200
-        assert await store.row_counts() == {
-            "commands": 0, "command_results": 0, "enrollment_queue": 0
-        }
-        assert retries == []  # no deadlock nor serialization failure needed a second try
-        assert len(store._pool.connections) > 1  # the answers really ran side by side
-    finally:
-        globalLogPublisher.removeObserver(observer)
-        await store.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_two_hundred_devices_answer_one_command_over_http_with_delete(tmp_path, database):
-    async with serve(
-        tmp_path, storage=StorageSpec("pgsql", database.dsn, "delete=1,max_open_conns=10")
-    ) as server:
-        devices = [
-            SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
-            for _ in range(200)
-        ]
-        for device in devices:
-            await device.enroll()
-        answer = await enqueue(
-            server.http, server.url, server.api_key, [d.id for d in devices],
-            make_sim_command("ProfileList", "CMD-ALL"),
-        )
-        assert answer.code == 200
-        assert database.query("SELECT COUNT(*) FROM enrollment_queue") == [(200,)]
-        replies = await defer.gatherResults(
-            [defer.ensureDeferred(d.report("Acknowledged", "CMD-ALL")) for d in devices],
-            consumeErrors=True,
-        )
-        assert [(r.code, r.plist) for r in replies] == [(200, None)] * 200
-    for table in ("commands", "command_results", "enrollment_queue"):
-        assert database.query(f"SELECT COUNT(*) FROM {table}") == [(0,)], table
 
 
 # -- errors, retries and reconnection --------------------------------------------------

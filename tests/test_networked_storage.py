@@ -1,0 +1,160 @@
+"""
+What MySQL and PostgreSQL must both do as shared, concurrent databases.
+
+Each test runs on both servers, each in a throwaway database: fan-out as one
+batched insert, concurrent enqueues of one command, and 200 enrollments
+answering one command at once with delete=1 (no deadlock, nothing left).
+"""
+
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+
+from nanomdm_tw.settings import StorageSpec
+from nanomdm_tw.storage.mysql import MySQLStorage
+from nanomdm_tw.storage.pgsql import PgSQLStorage
+from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_identity
+from nanomdm_tw.tools.sim import make_command as make_sim_command
+
+from . import mysqlserver, pgsqlserver
+from .serving import serve
+from .storage_messages import command, enroll, report
+
+
+@dataclass
+class Server:
+    name: str  # the --storage name
+    storage_class: type
+    throwaway: type
+    # Round trips of one enqueue to many IDs: psycopg sends its own BEGIN.
+    fan_out_round_trips: int
+
+
+SERVERS = [
+    Server("mysql", MySQLStorage, mysqlserver.ThrowawayDatabase, 6),
+    Server("pgsql", PgSQLStorage, pgsqlserver.ThrowawayDatabase, 7),
+]
+
+
+@pytest.fixture(params=SERVERS, ids=lambda s: s.name)
+def server(request) -> Server:
+    return request.param
+
+
+@pytest.fixture
+def database(server):
+    db = server.throwaway()
+    yield db
+    db.drop()
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(server, database):
+    store = server.storage_class(database.dsn, {})
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_enqueue_to_many_is_one_command_row_and_one_batched_insert(
+    server, storage, database
+):
+    ids = [f"BULK-{i:04d}" for i in range(300)]
+    for udid in ids:
+        await enroll(storage, udid)
+    before = storage.round_trips().get("_enqueue_command", (0, 0))
+    assert await storage.enqueue_command(ids, command("CMD-FANOUT")) == {}
+    calls, trips = storage.round_trips()["_enqueue_command"]
+    # known IDs, already queued, the command's INSERT, its read, the queue rows, COMMIT
+    assert (calls - before[0], trips - before[1]) == (1, server.fan_out_round_trips)
+    assert database.query(
+        "SELECT COUNT(*), COUNT(DISTINCT seq) FROM enrollment_queue "
+        "WHERE command_uuid = 'CMD-FANOUT'"
+    ) == [(300, 300)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_command_enqueued_to_batches_at_once(storage, database):
+    """As an API client enqueueing one command to many IDs, 50 per request, 8 at a time."""
+    ids = [f"BATCH-{i:03d}" for i in range(400)]
+    for udid in ids:
+        await enroll(storage, udid)
+    results = await defer.gatherResults(
+        [
+            defer.ensureDeferred(storage.enqueue_command(ids[i : i + 50], command("CMD-WIDE")))
+            for i in range(0, len(ids), 50)
+        ],
+        consumeErrors=True,
+    )
+    assert results == [{}] * 8
+    assert database.query(
+        "SELECT COUNT(*) FROM enrollment_queue WHERE command_uuid = 'CMD-WIDE'"
+    ) == [(400,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_answers_to_one_command_with_delete(server, database):
+    store = server.storage_class(database.dsn, {"delete": True, "max_open_conns": 10})
+    await store.open()
+    retries = []
+
+    def observer(event):
+        if "retrying" in event.get("log_format", ""):
+            retries.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        requests = [await enroll(store, f"ANSWER-{i:03d}") for i in range(200)]
+        ids = [r.enroll_id.id for r in requests]
+        assert await store.enqueue_command(ids, command("CMD-SHARED")) == {}
+        nexts = await defer.gatherResults(
+            [
+                defer.ensureDeferred(
+                    store.report_and_next(
+                        r, report("Acknowledged", "CMD-SHARED", r.enroll_id.id), False
+                    )
+                )
+                for r in requests
+            ],
+            consumeErrors=True,
+        )
+        assert nexts == [None] * 200
+        assert await store.row_counts() == {
+            "commands": 0, "command_results": 0, "enrollment_queue": 0
+        }
+        assert retries == []  # no deadlock, lock wait or serialization failure retried
+        assert len(store._pool.connections) > 1  # the answers really ran side by side
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_devices_answer_one_command_over_http_with_delete(
+    tmp_path, server, database
+):
+    spec = StorageSpec(server.name, database.dsn, "delete=1,max_open_conns=10")
+    async with serve(tmp_path, storage=spec) as mdm:
+        devices = [
+            SimulatedDevice.create(mdm.url, make_identity(mdm.ca), http=mdm.http)
+            for _ in range(200)
+        ]
+        for device in devices:
+            await device.enroll()
+        answer = await enqueue(
+            mdm.http, mdm.url, mdm.api_key, [d.id for d in devices],
+            make_sim_command("ProfileList", "CMD-ALL"),
+        )  # fmt: skip
+        assert answer.code == 200
+        assert database.query("SELECT COUNT(*) FROM enrollment_queue") == [(200,)]
+        replies = await defer.gatherResults(
+            [defer.ensureDeferred(d.report("Acknowledged", "CMD-ALL")) for d in devices],
+            consumeErrors=True,
+        )
+        assert [(r.code, r.plist) for r in replies] == [(200, None)] * 200
+    for table in ("commands", "command_results", "enrollment_queue"):
+        assert database.query(f"SELECT COUNT(*) FROM {table}") == [(0,)], table
