@@ -68,13 +68,10 @@ class MySQLStorage(NetworkedStorage):
     def always_retryable(error: BaseException) -> bool:
         return _error_code(error) in _ROLLED_BACK | _NOT_CONNECTED
 
-    @staticmethod
-    def present_columns(txn) -> set[str]:
-        txn.execute(
-            "SELECT CONCAT(table_name, '.', column_name) FROM information_schema.columns "
-            "WHERE table_schema = DATABASE()"
-        )
-        return {row[0] for row in txn.fetchall()}
+    columns_query = (
+        "SELECT CONCAT(table_name, '.', column_name) FROM information_schema.columns "
+        "WHERE table_schema = DATABASE()"
+    )
 
     @staticmethod
     def missing_schema(txn) -> list[str]:

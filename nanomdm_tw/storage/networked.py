@@ -133,7 +133,13 @@ class NetworkedStorage(SQLStorage):
 
     # The schema: reported by these, created by the schema command.
     missing_schema: Callable[[Transaction], list[str]]
-    present_columns: Callable[[Transaction], set[str]]
+    # Names every column of the connected database as "table.column".
+    columns_query: str
+
+    @classmethod
+    def present_columns(cls, txn: Transaction) -> set[str]:
+        txn.execute(cls.columns_query)
+        return {row[0] for row in txn.fetchall()}
 
     async def open(self) -> None:
         """Connect and check the schema; creating it is the schema command's job."""
@@ -154,7 +160,7 @@ class NetworkedStorage(SQLStorage):
         self._start_last_seen()
 
     def _schema_version(self, txn: Transaction) -> int:
-        present = type(self).present_columns(txn)
+        present = self.present_columns(txn)
         if not present:
             return 0
         return 2 if "enrollment_queue.seq" in present else 1

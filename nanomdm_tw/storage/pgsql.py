@@ -150,13 +150,10 @@ class PgSQLStorage(NetworkedStorage):
             getattr(error, "sqlstate", None) in _ROLLED_BACK
         )
 
-    @staticmethod
-    def present_columns(txn) -> set[str]:
-        txn.execute(
-            "SELECT table_name || '.' || column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema()"
-        )
-        return {row[0] for row in txn.fetchall()}
+    columns_query = (
+        "SELECT table_name || '.' || column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    )
 
     @staticmethod
     def missing_schema(txn) -> list[str]:
