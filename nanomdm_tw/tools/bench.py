@@ -354,6 +354,11 @@ class Figure:
     def rate(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def server_cpu_ms(self) -> float:
+        """Server CPU (all its processes and threads) per request, in milliseconds."""
+        return self.server_cpu / self.rate * 1000
+
 
 class Bench:
     def __init__(self, reactor, args: argparse.Namespace, folder: Path):
@@ -634,6 +639,7 @@ def _table(figures: list[Figure], ceiling: float) -> str:
         "vs bare",
         "errors",
         "server CPU",
+        "CPU ms/req",
         "client CPU",
     )
     rows = [header] + [
@@ -647,6 +653,7 @@ def _table(figures: list[Figure], ceiling: float) -> str:
             f"{f.rate / ceiling:.0%}",
             str(f.errors),
             f"{f.server_cpu:.0%}",
+            f"{f.server_cpu_ms:.3f}",
             f"{f.client_cpu:.0%}",
         )
         for f in figures
@@ -696,7 +703,9 @@ async def _main(reactor, args: argparse.Namespace) -> None:
     print(_table(figures, figures[0].rate))
     print(
         "CPU: share of one core used during the phase. A server near 100% is bound by\n"
-        "its single reactor thread; a client near 100% means the load generator was."
+        "its single reactor thread; a client near 100% means the load generator was.\n"
+        "CPU ms/req: CPU time of all server processes and threads per request (the\n"
+        "database server's own CPU not included)."
     )
     for storage, per_request in round_trips.items():
         print(f"\nSQL round trips per request, {storage} (statements + commits):")
