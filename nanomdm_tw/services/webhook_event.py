@@ -36,7 +36,8 @@ def checkin_topic(message: m.CheckinMessage) -> str:
 def rfc3339(seconds: float) -> str:
     """A UTC time as Go's time.Time marshals it (RFC 3339, fraction trimmed)."""
     moment = datetime.fromtimestamp(seconds, timezone.utc)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime: glibc writes year 1 (Go's zero time) as "1", Go as "0001".
+    text = moment.isoformat(timespec="seconds").removesuffix("+00:00")
     fraction = f"{moment.microsecond:06d}".rstrip("0")
     if fraction:
         text += "." + fraction
@@ -88,8 +89,10 @@ def checkin_event(
 def acknowledge_event(
     request: MDMRequest, report: m.CommandReport, created_at: float
 ) -> dict[str, Any]:
-    """The mdm.Connect event of a command report (command_uuid even when empty)."""
-    body: dict[str, Any] = {"command_uuid": report.command_uuid}
+    """The mdm.Connect event of a command report (no command_uuid for Idle, as NanoMDM)."""
+    body: dict[str, Any] = {}
+    if report.command_uuid:
+        body["command_uuid"] = report.command_uuid
     if report.enrollment.enrollment_id:
         body["enrollment_id"] = report.enrollment.enrollment_id
     body["ids"] = _ids(request)
