@@ -92,6 +92,17 @@ async def test_bad_uploads(tmp_path: Path, case: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_topic_that_is_not_mdm_is_refused(tmp_path: Path) -> None:
+    """As NanoMDM: a push certificate for another APNs service is no MDM push certificate."""
+    cert, key = push_pair(topic="com.example.chat")
+    async with serve(tmp_path) as server:
+        code, document = await upload(server, cert_pem(cert) + key_pem(key))
+        assert code == 400
+        assert document == {"error": 'invalid APNs Topic: "com.example.chat"'}
+        assert await server.storage.retrieve_push_cert("com.example.chat") is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_get_needs_topic_and_a_known_one(tmp_path: Path) -> None:
     async with serve(tmp_path) as server:
         answer = await server.http.get(server.url + "/v1/pushcert", auth=server.api_auth())

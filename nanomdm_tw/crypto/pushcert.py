@@ -7,6 +7,7 @@ their TLS client certificate.
 """
 
 import datetime
+import json
 import re
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from cryptography.hazmat.primitives import serialization
 
 from ..errors import MessageError
 from .devca import UID_OID
+
+# NanoMDM accepts a push certificate only for a topic with this prefix.
+MDM_TOPIC_PREFIX = "com.apple.mgmt"
 
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL
@@ -67,8 +71,12 @@ def parse_push_certificate(body: bytes) -> PushCertificate:
     uids = cert.subject.get_attributes_for_oid(UID_OID)
     if not uids or not uids[0].value:
         raise MessageError("certificate subject has no UID (topic)")
+    topic = str(uids[0].value)
+    if not topic.startswith(MDM_TOPIC_PREFIX):
+        # NanoMDM's words: a push certificate for another service is no MDM topic.
+        raise MessageError(f"invalid APNs Topic: {json.dumps(topic)}")
     return PushCertificate(
-        topic=str(uids[0].value),
+        topic=topic,
         cert_pem=cert_pem,
         key_pem=key_pem,
         not_after=cert.not_valid_after_utc,
