@@ -30,8 +30,8 @@ from .resources.authproxy import AuthProxyResource
 from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import EscrowKeyUnlockResource
 from .resources.channel import MDMChannel
-from .resources.body import LimitedRequest
 from .resources.mdm import Accepts, MDMEndpoint
+from .resources.methods import Directory, MDMServerRequest
 from .resources.version import VersionResource
 from .services.certauth import CertAuthService
 from .services.core import CoreService
@@ -54,7 +54,7 @@ STORAGE_RETRY_MAX = 30.0
 class MDMSite(Site):
     """A Site with our body limit; per-request logging is ours, not Site's."""
 
-    requestFactory = LimitedRequest
+    requestFactory = MDMServerRequest
     protocol = MDMChannel
     noisy = False
 
@@ -100,7 +100,7 @@ def build_root(
     reactor=None,
     integrations: Integrations | None = None,
 ) -> Resource:
-    root = Resource()
+    root = Directory()
     root.putChild(b"version", VersionResource())
     if not settings.disable_mdm:
         chain = build_service_chain(settings, storage, integrations=integrations)

@@ -25,6 +25,7 @@ from ..mdm.messages import decode_command
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
 from .mdm import url_params
+from .methods import Directory
 from .render import async_render
 
 API_USER = b"nanomdm"
@@ -237,7 +238,7 @@ def build_api(
     api_key: str, storage: Any, pusher: Pusher | None, escrow: IResource | None = None
 ) -> APIGuard:
     """The ``/v1`` tree behind its Basic-auth guard."""
-    v1 = Resource()
+    v1 = Directory()
     if escrow is not None:
         v1.putChild(b"escrowkeyunlock", escrow)
     v1.putChild(b"enqueue", EnqueueResource(storage, pusher))

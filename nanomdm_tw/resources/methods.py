@@ -1,0 +1,78 @@
+"""
+Answers for paths and methods nobody serves, as NanoMDM (Go's net/http) gives them.
+
+twisted.web answers a method a resource does not render with an HTML page,
+and with "501 Huh?" for methods outside GET/HEAD/POST; an unknown path gets
+an HTML 404.  Clients written against NanoMDM expect Go's plain answers: 405
+naming the allowed methods in ``Allow``, and "404 page not found".
+Resources that implement ``render`` themselves take every method.
+"""
+
+import functools
+
+from twisted.web.resource import Resource
+
+from ..logs import make_logger
+from ..mdm.request import new_trace_id
+from .body import LimitedRequest
+
+_log = make_logger("nanomdm_tw.request")
+
+NOT_ALLOWED_BODY = b"Method Not Allowed\n"
+NOT_FOUND_BODY = b"404 page not found\n"
+
+
+@functools.cache
+def allowed_methods(resource_type: type) -> tuple[bytes, ...] | None:
+    """The methods a resource class renders (HEAD with GET), or None if it takes any."""
+    if getattr(resource_type, "render", Resource.render) is not Resource.render:
+        return None
+    methods = {
+        name[len("render_") :].encode("ascii")
+        for name in dir(resource_type)
+        if name.startswith("render_") and name != "render_HEAD"
+    }
+    if b"GET" in methods:
+        methods.add(b"HEAD")  # twisted.web answers HEAD with render_GET
+    return tuple(sorted(methods))
+
+
+class NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return NOT_FOUND_BODY
+
+
+class Directory(Resource):
+    """An inner node of the tree (``/``, ``/v1``): its children, else a plain 404."""
+
+    def getChild(self, path: bytes, request) -> Resource:
+        return NotFound()
+
+    def render(self, request) -> bytes:
+        return NotFound().render(request)
+
+
+class MDMServerRequest(LimitedRequest):
+    """Our request: a body limit, and a plain 405 for a method the resource lacks."""
+
+    def render(self, resrc) -> None:
+        allowed = allowed_methods(type(resrc))
+        if allowed is None or self.method in allowed:
+            super().render(resrc)
+            return
+        self.setResponseCode(405)
+        self.setHeader(b"allow", b", ".join(allowed))
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(NOT_ALLOWED_BODY))
+        self.write(NOT_ALLOWED_BODY)
+        self.finish()
+        _log.info(
+            "{method} {path} 405 method not allowed enrollment_id=- trace_id={trace_id}",
+            method=self.method.decode("ascii", "replace"),
+            path=self.path.decode("utf-8", "replace"),
+            trace_id=new_trace_id(),
+        )
