@@ -174,6 +174,8 @@ async def test_bootstrap_token_and_user_authenticate(tmp_path: Path) -> None:
         assert (await d.get_bootstrap_token()).plist is None
         assert (await d.set_bootstrap_token(b"secret-token")).code == 200
         assert (await d.get_bootstrap_token()).plist == {"BootstrapToken": b"secret-token"}
+        await d.enroll()  # erased and enrolled again
+        assert (await d.get_bootstrap_token()).plist is None
         user = d.user_channel("user")
         assert (await user.user_authenticate()).code == 410
     async with serve(tmp_path, ua_zl_dc=True) as server:

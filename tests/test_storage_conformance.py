@@ -552,6 +552,20 @@ async def test_bootstrap_token(storage):
     assert await storage.retrieve_bootstrap_token(DEVICE.request(), get) is None
 
 
+@pytest_twisted.ensureDeferred
+async def test_reenrollment_forgets_the_bootstrap_token(storage):
+    """As NanoMDM: an erased, re-enrolled Mac must not be handed the old token."""
+    await DEVICE.enroll(storage)
+    await storage.store_bootstrap_token(
+        DEVICE.request(), DEVICE.checkin("SetBootstrapToken", BootstrapToken=b"old token")
+    )
+    await DEVICE.authenticate(storage)
+    get = DEVICE.checkin("GetBootstrapToken")
+    assert await storage.retrieve_bootstrap_token(DEVICE.request(), get) is None
+    await DEVICE.token_update(storage)
+    assert await storage.retrieve_token_update_tally(DEVICE.id) == 1
+
+
 # -- push certificates, cert auth, migration ---------------------------------------
 
 CERT_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -712,6 +726,15 @@ async def test_sqlite_rows_are_nanomdm_rows(sqlite_storage):
     assert await select(sqlite_storage, "SELECT id, device_id FROM users") == [
         (USER.id, DEVICE.id)
     ]
+    await sqlite_storage.store_bootstrap_token(
+        request, DEVICE.checkin("SetBootstrapToken", BootstrapToken=b"BT")
+    )
+    await sqlite_storage.store_authenticate(request, message)
+    assert await select(
+        sqlite_storage,
+        "SELECT unlock_token, unlock_token_at, bootstrap_token_b64, bootstrap_token_at "
+        "FROM devices",
+    ) == [(None, None, None, None)]
 
 
 @pytest_twisted.ensureDeferred

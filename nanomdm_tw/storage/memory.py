@@ -118,10 +118,9 @@ class MemoryStorage:
             serial_number=message.serial_number,
         )
         if previous is not None:
-            # A re-Authenticate keeps what only other messages carry.
+            # A re-Authenticate keeps the last TokenUpdate but, as NanoMDM, forgets
+            # the one-time values: bootstrap and unlock tokens come anew.
             device.token_update = previous.token_update
-            device.unlock_token = previous.unlock_token
-            device.bootstrap_token = previous.bootstrap_token
         self._devices[enrollment_id] = device
 
     def _device(self, device_id: str) -> _Device:

@@ -51,6 +51,14 @@ _CHUNK = 500
 # Tables whose rows come and go with commands; row_counts reports them.
 QUEUE_TABLES = ("commands", "command_results", "enrollment_queue")
 
+# Device columns an Authenticate clears (the tally is reset by the disable that follows).
+RESET_ON_AUTHENTICATE = (
+    "bootstrap_token_b64 = NULL",
+    "bootstrap_token_at = NULL",
+    "unlock_token = NULL",
+    "unlock_token_at = NULL",
+)
+
 _SCHEMA_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
 
@@ -360,6 +368,9 @@ class SQLStorage:
             assign=(
                 "authenticate_at = CURRENT_TIMESTAMP",
                 "updated_at = CURRENT_TIMESTAMP",
+                # A (re-)enrollment forgets the previous one's one-time values, as
+                # NanoMDM's stores do: an erased Mac must not get the old token back.
+                *RESET_ON_AUTHENTICATE,
             ),
         )
         self._execute(txn, query, (enrollment_id, cert_pem, serial_number, raw))
