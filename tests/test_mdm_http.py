@@ -400,3 +400,51 @@ async def test_token_update_before_authenticate_is_a_client_error(tmp_path: Path
         assert answer.code == 400
         assert b"Authenticate first" in answer.body
         await d.enroll()  # and the device can still enroll properly
+
+
+# Enrollment IDs join device and user identifiers with ":"; an identifier holding
+# one could take over another enrollment's ID (UDID "A:B" = user "B" on device "A").
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_identifier_with_separator_refused(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        owner = device(server, udid="A")
+        await owner.enroll()
+        user = owner.user_channel("user", user_id="B")
+        await user.token_update()
+        intruder = device(server, udid="A:B")
+        answer = await intruder.authenticate()
+        assert answer.code == 400
+        assert b"contains ':'" in answer.body
+        assert (await intruder.token_update()).code == 400
+        push = await server.storage.retrieve_push_info(["A:B"])
+        assert push["A:B"].token == user.push_token
+
+
+@pytest.mark.parametrize(
+    "device_type, channel_type, ids",
+    [
+        ("device", "user", {"user_id": "B:C"}),
+        ("device", "shared-ipad", {"user_short_name": "ann:bob"}),
+        ("user-enrollment-device", "user-enrollment", {"enrollment_user_id": "U:1"}),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_user_identifier_with_separator_refused(
+    tmp_path: Path, device_type: str, channel_type: str, ids: dict
+) -> None:
+    async with serve(tmp_path) as server:
+        owner = device(server, device_type)
+        await owner.enroll()
+        channel = owner.user_channel(channel_type, **ids)
+        assert (await channel.token_update()).code == 400
+        assert await server.storage.retrieve_push_info([channel.id]) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_enrollment_id_with_separator_refused(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        d = device(server, "user-enrollment-device", enrollment_id="E:1")
+        assert (await d.authenticate()).code == 400
+        assert await nothing_stored(server)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 SHARED_IPAD_USER_ID = "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"
 
+# Joins a device channel's ID and a user's into the user channel's ID.
+ID_SEPARATOR = ":"
+
 
 class EnrollType(enum.IntEnum):
     """Enrollment types, numbered and named as NanoMDM numbers and names them."""
@@ -62,6 +65,18 @@ class Enrollment:
     enrollment_id: str = ""
     enrollment_user_id: str = ""
 
+    def id_parts_with_separator(self) -> list[str]:
+        """
+        The identifiers that would go into an enrollment ID but contain ``:``.
+
+        IDs join their parts with ``:``, so a device whose UDID is ``A:B`` and
+        user ``B`` on device ``A`` would share an ID, queue and push token.
+        """
+        parts = [self.udid, self.user_id, self.enrollment_id, self.enrollment_user_id]
+        if self.user_id == SHARED_IPAD_USER_ID:
+            parts.append(self.user_short_name)
+        return [part for part in parts if ID_SEPARATOR in part]
+
     def resolve(self) -> EnrollID | None:
         """The enrollment ID of this channel, or None when the fields name none."""
         if self.udid:
@@ -72,16 +87,16 @@ class Enrollment:
                     return None
                 return EnrollID(
                     EnrollType.SHARED_IPAD,
-                    self.udid + ":" + self.user_short_name,
+                    self.udid + ID_SEPARATOR + self.user_short_name,
                     self.udid,
                 )
-            return EnrollID(EnrollType.USER, self.udid + ":" + self.user_id, self.udid)
+            return EnrollID(EnrollType.USER, self.udid + ID_SEPARATOR + self.user_id, self.udid)
         if self.enrollment_id:
             if not self.enrollment_user_id:
                 return EnrollID(EnrollType.USER_ENROLLMENT_DEVICE, self.enrollment_id)
             return EnrollID(
                 EnrollType.USER_ENROLLMENT,
-                self.enrollment_id + ":" + self.enrollment_user_id,
+                self.enrollment_id + ID_SEPARATOR + self.enrollment_user_id,
                 self.enrollment_id,
             )
         return None

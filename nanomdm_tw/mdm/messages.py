@@ -220,6 +220,9 @@ CHECKIN_TYPES: dict[str, type[CheckinMessage]] = {
 
 def _identify(f: _Fields, what: str) -> tuple[Enrollment, EnrollID]:
     enrollment = f.enrollment()
+    ambiguous = enrollment.id_parts_with_separator()
+    if ambiguous:
+        raise MessageError(f"{what}: identifier {ambiguous[0]!r} contains ':'")
     enroll_id = enrollment.resolve()
     if enroll_id is None:
         raise MessageError(f"{what}: no enrollment identifier (UDID or EnrollmentID)")
