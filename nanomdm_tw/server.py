@@ -160,11 +160,14 @@ class NanoMDMService(Service):
         self._log.critical(
             "nanomdm-tw could not start: {error}", error=failure.getErrorMessage()
         )
-        if self._reactor.running:
-            # A non-zero exit, so that systemd (Restart=on-failure) and scripts see it.
-            self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-            self._reactor.stop()
+        # A non-zero exit, so that systemd (Restart=on-failure) and scripts see it;
+        # a failure before the reactor runs (a bad DSN) waits for it to run.
+        self._reactor.callWhenRunning(self._exit_failed)
         return None
+
+    def _exit_failed(self) -> None:
+        self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self._reactor.stop()
 
     async def _open_storage(self, storage: IStorage) -> None:
         """Open storage; while its server is unreachable, keep trying instead of exiting."""

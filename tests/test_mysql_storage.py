@@ -84,6 +84,12 @@ def test_dsn_tls_modes():
     assert "ssl" not in parse_dsn("u@tcp(db:3306)/d?tls=false").connect_kwargs()
 
 
+@pytest.mark.parametrize("mode", ["custom", "TRUE", "yes", "skip_verify"])
+def test_dsn_unknown_tls_mode_is_refused(mode):
+    with pytest.raises(ValueError, match=f"tls='{mode}' is not supported"):
+        parse_dsn(f"u@tcp(db:3306)/d?tls={mode}")
+
+
 def test_dsn_redacts_its_password():
     assert parse_dsn("nano:s3cret@tcp(db:3306)/nanomdm").redacted() == (
         "nano:***@tcp(db:3306)/nanomdm"

@@ -83,3 +83,16 @@ def test_fatal_start_up_error_exits_non_zero(tmp_path: Path) -> None:
     assert completed.returncode == 1
     assert "could not start" in completed.stdout
     assert "nanomdm-tw-schema pgsql" in completed.stdout
+
+
+def test_mysql_dsn_with_unknown_tls_mode_exits_non_zero(tmp_path: Path) -> None:
+    """Asked for TLS it cannot give, the server stops; it never talks plain text instead."""
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "--logfile=-",
+         "nanomdm", "--dev", "--listen", f"127.0.0.1:{closed_port()}",
+         "--storage", "mysql", "--storage-dsn", "root@tcp(127.0.0.1:3306)/x?tls=custom"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert "tls='custom' is not supported" in completed.stdout

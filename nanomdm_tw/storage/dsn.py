@@ -84,7 +84,7 @@ class MySQLDSN:
             if name in _PARAMS:
                 argument, convert = _PARAMS[name]
                 kwargs[argument] = convert(value)
-            elif name == "tls" and value in _TLS_MODES:
+            elif name == "tls":
                 if value not in ("false", ""):
                     kwargs["ssl"] = _tls_context(verify=value == "true")
             elif name not in _HARMLESS:
@@ -120,11 +120,19 @@ def parse_dsn(dsn: str) -> MySQLDSN:
         protocol, address = match.group("protocol"), match.group("address") or ""
     if protocol not in ("tcp", "unix"):
         raise ValueError(f"unsupported MySQL DSN protocol {protocol!r}: use tcp or unix")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if params.get("tls", "") not in _TLS_MODES:
+        # go-sql-driver refuses a name it has no registered config for; never fall
+        # back to plain text when the operator asked for something else.
+        raise ValueError(
+            f"MySQL DSN parameter tls={params['tls']!r} is not supported: "
+            "use true, skip-verify, preferred or false"
+        )
     return MySQLDSN(
         user=user,
         password=password,
         protocol=protocol,
         address=address,
         database=database,
-        params=dict(parse_qsl(query, keep_blank_values=True)),
+        params=params,
     )
