@@ -58,7 +58,11 @@ class Options(usage.Options):
         ["dm-send-hmac-key", None, None, "key to sign Declarative Management request bodies with"],
         ["dm-recv-hmac-key", None, None, "key to verify Declarative Management reply bodies with"],
         ["auth-proxy-url", None, None, "reverse proxy URL target for MDM-authenticated HTTP requests (/authproxy/)"],
-        ["workers", None, None, "server processes sharing the listening socket: a number, or auto for one per CPU (not with inmem) [default: auto on mysql and pgsql, else 1]"],
+        [
+            "workers", None, None,
+            "server processes sharing the listening socket: a number, or auto for one per CPU"
+            " (not with inmem) [default: auto on mysql and pgsql, else 1]",
+        ],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
     ]
     optFlags = [
