@@ -55,14 +55,19 @@ class MirrorWriter:
                 pending=len(self._pending),
             )
             return
+        # Each device's latest write follows its earlier ones and the API write
+        # before it, so following those few follows everything before.
         if device is None:
-            before = list(self._pending)
+            before = [*self._latest.values(), self._barrier]
         else:
-            before = [d for d in (self._latest.get(device), self._barrier) if d is not None]
-        done = Deferred.fromCoroutine(self._run(before, subject, method, args))
+            before = [self._latest.get(device), self._barrier]
+        done = Deferred.fromCoroutine(
+            self._run([d for d in before if d is not None], subject, method, args)
+        )
         self._pending.add(done)
         if device is None:
             self._barrier = done
+            self._latest.clear()  # what comes next follows this one
         else:
             self._latest[device] = done
         done.addBoth(self._finished, device, done)
