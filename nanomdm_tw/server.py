@@ -188,7 +188,7 @@ class NanoMDMService(Service):
             make_storage(spec.name, spec.dsn, spec.options)
             for spec in (settings.storage, *settings.extra_storages)
         ]
-        storage = stores[0] if len(stores) == 1 else MultiStorage(stores)
+        storage = stores[0] if len(stores) == 1 else MultiStorage(stores, self._reactor)
         await self._open_storage(storage)
         self.storage = storage
         trust = self._trust_store()

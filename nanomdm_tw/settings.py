@@ -54,7 +54,7 @@ class Settings:
     dm_send_hmac_key: str = ""
     dm_recv_hmac_key: str = ""
     auth_proxy_url: str = ""
-    workers: int = 1
+    workers: int = 1  # server processes: tap.py turns auto and the default into a number
 
     def apns_ca_pem(self) -> bytes | None:
         """The extra CA that Apple-facing TLS trusts (tests' fakes), if any."""

@@ -20,6 +20,7 @@ from .resources.body import DEFAULT_MAX_BODY_SIZE
 from .server import NanoMDMService
 from .settings import Settings, StorageSpec
 from .storage import STORAGE_NAMES, parse_storage_options
+from .workers import AUTO, default_workers, usable_cpus
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -57,7 +58,11 @@ class Options(usage.Options):
         ["dm-send-hmac-key", None, None, "key to sign Declarative Management request bodies with"],
         ["dm-recv-hmac-key", None, None, "key to verify Declarative Management reply bodies with"],
         ["auth-proxy-url", None, None, "reverse proxy URL target for MDM-authenticated HTTP requests (/authproxy/)"],
-        ["workers", None, None, "server processes sharing the listening socket, to use more cores (not with inmem) [default: 1]"],
+        [
+            "workers", None, None,
+            "server processes sharing the listening socket: a number, or auto for one per CPU"
+            " (not with inmem) [default: auto on mysql and pgsql, else 1]",
+        ],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
     ]
     optFlags = [
@@ -71,9 +76,11 @@ class Options(usage.Options):
         ["dev", None, "quick start: without --ca, create a development CA and API key in the data folder"],
     ]
 
-    def __init__(self, environ: dict[str, str] | None = None):
+    def __init__(self, environ: dict[str, str] | None = None, cpus: int | None = None):
+        """``cpus``: what ``--workers auto`` means (default: the CPUs we may use)."""
         super().__init__()
         self.environ = os.environ if environ is None else environ
+        self.cpus = usable_cpus() if cpus is None else cpus
         self["storage"], self["storage-dsn"], self["storage-options"] = [], [], []
 
     def opt_version(self) -> None:
@@ -89,7 +96,9 @@ class Options(usage.Options):
         """storage data source name [default: db]"""
         self["storage-dsn"].append(dsn)
 
-    opt_dsn = opt_storage_dsn
+    def opt_dsn(self, dsn: str) -> None:
+        """the same as --storage-dsn"""
+        self.opt_storage_dsn(dsn)
 
     def opt_storage_options(self, options: str) -> None:
         """storage backend options, e.g. delete=1"""
@@ -151,8 +160,9 @@ class Options(usage.Options):
         for name in ("ca", "intermediate", "apns-ca"):
             if self[name] and not os.path.isfile(self[name]):
                 raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
-        max_body_size = self._positive_number("max-body-size", DEFAULT_MAX_BODY_SIZE)
-        workers = self._positive_number("workers", 1)
+        max_body_size = self._positive_number(
+            "max-body-size", self["max-body-size"] or DEFAULT_MAX_BODY_SIZE
+        )
         try:
             push_expiration = (
                 parse_duration(self["push-expiration"]) if self["push-expiration"] else None
@@ -160,6 +170,7 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--push-expiration: {e}")
         storages = self._storage_specs()
+        workers = self._workers(storages)
         if workers > 1 and any(spec.name == "inmem" for spec in storages):
             raise usage.UsageError("--workers: processes cannot share inmem storage")
         self.settings = Settings(
@@ -191,14 +202,21 @@ class Options(usage.Options):
             workers=workers,
         )
 
-    def _positive_number(self, name: str, default: int) -> int:
+    def _workers(self, storages: list[StorageSpec]) -> int:
+        """A number, or ``auto``: one process per CPU; unset, it depends on the backends."""
+        value = self["workers"] or default_workers([spec.name for spec in storages])
+        if value.strip().lower() == AUTO:
+            return self.cpus
+        return self._positive_number("workers", value, " or auto")
+
+    def _positive_number(self, name: str, value: str | int, alternative: str = "") -> int:
         try:
-            value = int(self[name] or default)
+            number = int(value)
         except ValueError:
-            value = 0
-        if value < 1:
-            raise usage.UsageError(f"--{name} must be a positive whole number")
-        return value
+            number = 0
+        if number < 1:
+            raise usage.UsageError(f"--{name} must be a positive whole number{alternative}")
+        return number
 
 
 def _env_name(option: str) -> str:

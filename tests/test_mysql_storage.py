@@ -22,7 +22,6 @@ from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.storage import make_storage, parse_storage_options
 from nanomdm_tw.storage.dsn import parse_dsn
 from nanomdm_tw.storage.lastseen import LastSeenBatcher
-from nanomdm_tw.storage.memory import MemoryStorage
 from nanomdm_tw.storage.multi import MultiStorage
 from nanomdm_tw.storage.mysql import MySQLStorage, expected_schema
 from nanomdm_tw.storage.sql import not_idempotent
@@ -569,37 +568,6 @@ async def test_connection_lifetime_and_idle_time(database):
 
 
 # -- multi storage ---------------------------------------------------------------
-
-
-class FailingMirror(MemoryStorage):
-    async def store_authenticate(self, request, message):
-        raise RuntimeError("mirror is down")
-
-
-@pytest_twisted.ensureDeferred
-async def test_multi_storage_first_answers_others_are_written(storage):
-    mirror, failing = MemoryStorage(), FailingMirror()
-    multi = MultiStorage([storage, mirror, failing])
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        request = await enroll(multi)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    failed = [
-        (e["number"], e["method"])
-        for e in events
-        if e.get("log_format") == "storage {number} failed {method}"
-    ]
-    # The failing mirror never got the device, so its TokenUpdate failed too.
-    assert failed == [(2, "store_authenticate"), (2, "store_token_update")]
-    assert await mirror.retrieve_token_update_tally("DEVICE-1") == 1
-    assert await multi.enqueue_command(["DEVICE-1"], command("CMD-1")) == {}
-    assert (await mirror.retrieve_next_command(request, False)).command_uuid == "CMD-1"
-    # Reads come from the first backend only.
-    await storage.store_command_report(request, report("Acknowledged", "CMD-1"))
-    assert await multi.retrieve_next_command(request, False) is None
-    multi.touch("DEVICE-1")
 
 
 def test_repeated_storage_flags_make_multi_storage():

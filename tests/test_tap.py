@@ -19,8 +19,10 @@ from nanomdm_tw.tap import Options, endpoint_from_listen
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
-    options = Options(environ=environ or {})
+def parse(
+    argv: list[str], environ: dict[str, str] | None = None, cpus: int | None = None
+) -> Settings:
+    options = Options(environ=environ or {}, cpus=cpus)
     options.parseOptions(argv)
     return options.settings
 
@@ -76,6 +78,64 @@ def test_workers() -> None:
     )
 
 
+MYSQL = StorageSpec("mysql", "u@tcp(db:3306)/nanomdm", "")
+PGSQL = StorageSpec("pgsql", "host=db dbname=nanomdm", "")
+SQLITE = StorageSpec("sqlite", "db", "")
+INMEM = StorageSpec("inmem", "", "")
+
+
+def storage_flags(*specs: StorageSpec) -> list[str]:
+    return [f for s in specs for f in ("--storage", s.name, "--storage-dsn", s.dsn)]
+
+
+@pytest.mark.parametrize(
+    "specs, workers",
+    [
+        ((MYSQL,), 4),
+        ((PGSQL,), 4),
+        ((SQLITE,), 1),
+        ((INMEM,), 1),
+        ((MYSQL, PGSQL), 4),
+        ((PGSQL, SQLITE), 1),
+        ((MYSQL, INMEM), 1),
+    ],
+)
+def test_workers_default_one_per_cpu_on_database_servers(specs, workers: int) -> None:
+    settings = parse(["--dev", *storage_flags(*specs)], cpus=4)
+    assert settings == Settings(
+        dev=True, workers=workers, storage=specs[0], extra_storages=specs[1:]
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, environ, cpus, workers",
+    [
+        (["--workers", "auto"], {}, 3, 3),
+        (["--workers", "AUTO"], {"NANOMDM_WORKERS": "1"}, 3, 3),
+        ([], {"NANOMDM_WORKERS": "auto"}, 6, 6),
+        (["--workers", "2"], {"NANOMDM_WORKERS": "auto"}, 6, 2),
+    ],
+)
+def test_workers_auto(argv, environ, cpus: int, workers: int) -> None:
+    settings = parse(["--dev", *argv], environ, cpus=cpus)
+    assert settings == Settings(dev=True, workers=workers, storage=SQLITE)
+
+
+def test_explicit_workers_beat_the_storage_default() -> None:
+    settings = parse(["--dev", "--workers", "1", *storage_flags(PGSQL)], cpus=4)
+    assert settings == Settings(dev=True, workers=1, storage=PGSQL)
+
+
+def test_auto_on_one_cpu_is_one_process_even_with_inmem() -> None:
+    settings = parse(["--dev", "--workers", "auto", *storage_flags(INMEM)], cpus=1)
+    assert settings == Settings(dev=True, workers=1, storage=INMEM)
+
+
+def test_auto_on_several_cpus_cannot_share_inmem() -> None:
+    with pytest.raises(UsageError, match="cannot share inmem"):
+        parse(["--dev", "--workers", "auto", *storage_flags(INMEM)], cpus=2)
+
+
 def test_environment_fills_what_flags_leave_unset() -> None:
     environ = {
         "NANOMDM_API": "from-env",
@@ -118,7 +178,8 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--storage-options", "delete"], "--storage-options"),
         (["--dev", "--listen", "nonsense"], "--listen"),
         (["--dev", "--max-body-size", "big"], "--max-body-size"),
-        (["--dev", "--workers", "0"], "--workers"),
+        (["--dev", "--workers", "0"], "--workers must be a positive whole number or auto"),
+        (["--dev", "--workers", "many"], "--workers must be a positive whole number or auto"),
         (["--dev", "--workers", "2", "--storage", "inmem"], "cannot share inmem"),
         (["--dev", "--migration"], "--migration needs --api"),
         (["--dev", "--push-expiration", "soon"], "--push-expiration"),
@@ -128,6 +189,14 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
 def test_contradictions_stop_with_one_clear_line(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse(argv)
+
+
+def test_help_lists_every_flag() -> None:
+    text = str(Options(environ={}))
+    assert "--workers=" in text and "auto for one per CPU" in text
+    names = [name for name, *_ in Options.optParameters + Options.optFlags]
+    assert [name for name in names if f"--{name}" not in text] == []
+    assert "--dsn=" in text and "--storage-dsn=" in text
 
 
 def test_plugin_is_found() -> None:

@@ -62,14 +62,6 @@ async def receiver():
     await receiver.stop()
 
 
-@pytest.fixture
-def log_events():
-    captured: list[dict] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
-
-
 def device(server, enroll_type: str = "device", **kwargs) -> SimulatedDevice:
     identity = kwargs.pop("identity", None) or make_identity(server.ca)
     return SimulatedDevice.create(server.url, identity, enroll_type, http=server.http, **kwargs)

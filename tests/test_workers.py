@@ -10,6 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nanomdm_tw.workers import usable_cpus
+from .mysqlserver import ThrowawayDatabase
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,16 +54,58 @@ def alive(pid: int) -> bool:
         return stat.read().split()[2] != "Z"
 
 
+def start_server(tmp_path: Path, port: int, log: Path, *flags: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", f"--logfile={log}",
+         "nanomdm", "--dev", "--listen", f"127.0.0.1:{port}", *flags],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+
+
+def listening_socket(port: int) -> str:
+    """The inode of the socket listening on 127.0.0.1:port, as /proc/PID/fd names it."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+            return f"socket:[{fields[9]}]"
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def open_sockets(pid: int) -> set[str]:
+    folder = Path(f"/proc/{pid}/fd")
+    return {os.readlink(fd) for fd in folder.iterdir()}
+
+
+def test_default_on_a_database_server_is_one_process_per_cpu(tmp_path: Path) -> None:
+    database = ThrowawayDatabase()
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = start_server(tmp_path, port, log, "--storage", "mysql", "--storage-dsn", database.dsn)
+    try:
+        wait_for(lambda: version(port), "the server")
+        workers = usable_cpus() - 1
+        wait_for(
+            lambda: log.read_text().count("nanomdm-tw listening on") == 1 + workers,
+            "every worker to serve",
+        )
+        pids = [server.pid, *worker_pids(log)]
+        assert len(pids) == usable_cpus()
+        socket_name = listening_socket(port)
+        assert [socket_name in open_sockets(pid) for pid in pids] == [True] * len(pids)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        database.drop()
+    assert "Traceback" not in log.read_text()
+
+
 def test_workers_serve_restart_and_stop(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
     environ = dict(os.environ, PYTHONPATH=str(ROOT))
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", f"--logfile={log}",
-         "nanomdm", "--dev", "--workers", "2", "--listen", f"127.0.0.1:{port}",
-         "--storage-dsn", str(tmp_path / "db")],
-        cwd=tmp_path, env=environ,
-    )  # fmt: skip
+    server = start_server(
+        tmp_path, port, log, "--workers", "2", "--storage-dsn", str(tmp_path / "db")
+    )
     try:
         wait_for(lambda: version(port) and worker_pids(log), "the server and its worker")
         (first_worker,) = worker_pids(log)

@@ -1,31 +1,44 @@
 """
 Several storage backends at once: NanoMDM's "multi" storage.
 
-The first backend answers every call; every write also goes to the others,
-in order, after the first, whose failures are logged and never returned
-(NanoMDM's allmulti: a mirror never fails a device).  Reads go to the first
-backend only.
+The first backend answers every call: its result, or its error, is what the
+caller gets.  Every write also goes to the others (mirrors), started at the
+same moment, whatever the first backend's outcome.  NanoMDM's allmulti runs
+the backends concurrently and waits for all of them; we wait for the first
+only, so that a slow mirror never delays a device, and a mirror's failures
+are logged, never returned, as in NanoMDM (mirror.py keeps each mirror's
+writes in order and bounded).  Reads go to the first backend only.
 """
-
-from typing import Any
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..mdm.request import MDMRequest
 from .interfaces import IStorage
+from .mirror import MirrorWriter
+
+# Writes waiting or running per mirror before new ones are dropped.
+MAX_PENDING = 10_000
+# Seconds that pending mirror writes get at shut-down.
+SHUTDOWN_GRACE = 5.0
 
 
-def _written(name: str):
-    async def write(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._write(name, *args, **kwargs)
+def _device_write(name: str):
+    """A write from a device's request: in order per device on each mirror."""
+
+    def write(self, request: MDMRequest, *args):
+        answer = getattr(self.primary, name)(request, *args)
+        device = request.enroll_id.device_channel_id
+        self._mirror(device, "enrollment_id=" + request.enroll_id.id, name, request, *args)
+        return answer
 
     write.__name__ = name
     return write
 
 
 def _answered(name: str):
-    def read(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.primary, name)(*args, **kwargs)
+    def read(self, *args):
+        return getattr(self.primary, name)(*args)
 
     read.__name__ = name
     return read
@@ -35,37 +48,54 @@ def _answered(name: str):
 class MultiStorage:
     _log = Logger()
 
-    def __init__(self, stores: list[IStorage]):
+    def __init__(
+        self,
+        stores: list[IStorage],
+        clock=None,
+        *,
+        max_pending: int = MAX_PENDING,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+    ):
         if not stores:
             raise ValueError("multi storage needs at least one backend")
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.primary, self.mirrors = stores[0], stores[1:]
+        self.writers = [
+            MirrorWriter(store, number, clock, max_pending)
+            for number, store in enumerate(self.mirrors, start=1)
+        ]
+        self._shutdown_grace = shutdown_grace
 
-    async def _write(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self.primary, name)(*args, **kwargs)
-        finally:
-            for number, mirror in enumerate(self.mirrors, start=1):
-                try:
-                    await getattr(mirror, name)(*args, **kwargs)
-                except Exception:
-                    self._log.failure(
-                        "storage {number} failed {method}", number=number, method=name
-                    )
+    def _mirror(self, device: str | None, subject: str, method: str, *args) -> None:
+        for writer in self.writers:
+            writer.write(device, subject, method, *args)
 
-    async def report_and_next(self, request, report, skip_not_now: bool):
+    def report_and_next(self, request: MDMRequest, report, skip_not_now: bool):
         """The first backend answers in one transaction; the others just store the report."""
-        try:
-            return await self.primary.report_and_next(request, report, skip_not_now)
-        finally:
-            for number, mirror in enumerate(self.mirrors, start=1):
-                try:
-                    await mirror.store_command_report(request, report)
-                except Exception:
-                    self._log.failure(
-                        "storage {number} failed {method}",
-                        number=number,
-                        method="store_command_report",
-                    )
+        answer = self.primary.report_and_next(request, report, skip_not_now)
+        device = request.enroll_id.device_channel_id
+        subject = "enrollment_id=" + request.enroll_id.id
+        self._mirror(device, subject, "store_command_report", request, report)
+        return answer
+
+    def associate_cert_hash(self, enrollment_id: str, cert_hash: str):
+        """Cert auth associates device channel IDs: ordered with that device's writes."""
+        answer = self.primary.associate_cert_hash(enrollment_id, cert_hash)
+        subject = "enrollment_id=" + enrollment_id
+        self._mirror(enrollment_id, subject, "associate_cert_hash", enrollment_id, cert_hash)
+        return answer
+
+    def enqueue_command(self, enrollment_ids: list[str], command):
+        answer = self.primary.enqueue_command(enrollment_ids, command)
+        subject = "command_uuid=" + command.command_uuid
+        self._mirror(None, subject, "enqueue_command", enrollment_ids, command)
+        return answer
+
+    def store_push_cert(self, topic: str, cert_pem: bytes, key_pem: bytes):
+        answer = self.primary.store_push_cert(topic, cert_pem, key_pem)
+        self._mirror(None, "topic=" + topic, "store_push_cert", topic, cert_pem, key_pem)
+        return answer
 
     async def open(self) -> None:
         opened = []
@@ -79,6 +109,9 @@ class MultiStorage:
             raise
 
     async def close(self) -> None:
+        """Pending mirror writes get a grace period, then every backend closes."""
+        for writer in self.writers:
+            await writer.drain(self._shutdown_grace)
         for store in (self.primary, *self.mirrors):
             await store.close()
 
@@ -86,16 +119,13 @@ class MultiStorage:
         for store in (self.primary, *self.mirrors):
             store.touch(enrollment_id)
 
-    store_authenticate = _written("store_authenticate")
-    store_token_update = _written("store_token_update")
-    store_user_authenticate = _written("store_user_authenticate")
-    disable = _written("disable")
-    store_command_report = _written("store_command_report")
-    clear_queue = _written("clear_queue")
-    store_bootstrap_token = _written("store_bootstrap_token")
-    enqueue_command = _written("enqueue_command")
-    store_push_cert = _written("store_push_cert")
-    associate_cert_hash = _written("associate_cert_hash")
+    store_authenticate = _device_write("store_authenticate")
+    store_token_update = _device_write("store_token_update")
+    store_user_authenticate = _device_write("store_user_authenticate")
+    disable = _device_write("disable")
+    store_command_report = _device_write("store_command_report")
+    clear_queue = _device_write("clear_queue")
+    store_bootstrap_token = _device_write("store_bootstrap_token")
 
     retrieve_next_command = _answered("retrieve_next_command")
     retrieve_bootstrap_token = _answered("retrieve_bootstrap_token")

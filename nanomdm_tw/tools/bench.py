@@ -14,6 +14,7 @@ import argparse
 import os
 import pickle
 import secrets
+import shutil
 import socket
 import statistics
 import sys
@@ -34,6 +35,7 @@ from ..crypto.devca import DevelopmentCA, generate_key
 from ..server import NanoMDMService
 from ..settings import Settings, StorageSpec
 from ..storage.dsn import parse_dsn
+from ..workers import AUTO, default_workers, usable_cpus
 from . import schema
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
 
@@ -349,6 +351,11 @@ class Figure:
     errors: int
     server_cpu: float  # share of one core
     client_cpu: float  # share of one core, all load generators together
+    workers: int = 0  # server processes (0: not a nanomdm server)
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} x{self.workers}" if self.workers else self.target
 
     @property
     def rate(self) -> float:
@@ -455,7 +462,7 @@ class Bench:
             await server.stop()
 
     async def nanomdm(
-        self, storage: str, ca_path: Path, devices: list[_Device]
+        self, storage: str, ca_path: Path, devices: list[_Device], workers: int
     ) -> list[Figure]:
         port = _free_port()
         api_key = secrets.token_hex(16)
@@ -474,7 +481,7 @@ class Bench:
             storage,
         ]
         if storage != "inmem":
-            argv += ["--storage-dsn", self.dsn(storage), "--workers", str(self.args.workers)]
+            argv += ["--storage-dsn", self.dsn(storage), "--workers", str(workers)]
         server = await self.start(argv, port, f"nanomdm-{storage}")
         rounds = self.args.rounds
         try:
@@ -514,6 +521,8 @@ class Bench:
                     untimed_first=True,
                 )
             )
+            for figure in figures:
+                figure.workers = workers
             return figures
         finally:
             await server.stop()
@@ -529,6 +538,14 @@ class Bench:
             admin(server, f"CREATE DATABASE {self.databases[storage]}")
             schema.upgrade(database_dsn(server, self.databases[storage]), dialect=storage)
         return database_dsn(server, self.databases[storage])
+
+    def forget_databases(self) -> None:
+        """Drop what ``dsn`` made, so that the next server starts from empty storage."""
+        for storage, database in self.databases.items():
+            _SERVERS[storage][0](getattr(self.args, storage), f"DROP DATABASE {database}")
+        self.databases.clear()
+        for folder in self.folder.glob("db-*"):
+            shutil.rmtree(folder)
 
     async def round_trips(self, storage: str, ca: DevelopmentCA, devices: int = 5) -> dict[str, float]:
         """SQL round trips (statements + commits) per request, counted in the storage layer."""
@@ -628,6 +645,42 @@ _SERVERS = {
 }
 
 
+def _worker_list(option: str) -> list[str]:
+    """--workers: comma-separated numbers or ``auto``."""
+    words = [w.strip().lower() for w in option.split(",")]
+    if not all(w == AUTO or w.isdigit() and int(w) > 0 for w in words):
+        raise argparse.ArgumentTypeError(f"not positive numbers or auto: {option!r}")
+    return words
+
+
+def _worker_counts(words: list[str] | None, storage: str) -> list[int]:
+    """The server process counts to run ``storage`` with: --workers, else the server's default."""
+    if storage == "inmem":
+        return [1]
+    words = words or [default_workers([storage])]
+    counts = [usable_cpus() if w == AUTO else int(w) for w in words]
+    return list(dict.fromkeys(counts))
+
+
+def _scaling_table(figures: list[Figure]) -> str:
+    """Per backend and phase: req/s, p99 and CPU ms/req per process count ('' if one each)."""
+    runs: dict[tuple[str, str], list[Figure]] = {}
+    for f in figures:
+        if f.workers:
+            runs.setdefault((f.target, f.phase), []).append(f)
+    rows = [("target", "phase", "workers", "req/s", "p99 ms", "CPU ms/req", "vs fewest")]
+    for (target, phase), run in runs.items():
+        if len(run) < 2:
+            continue
+        base = min(run, key=lambda f: f.workers)
+        rows += [
+            (target, phase, str(f.workers), f"{f.rate:,.0f}", f"{f.p99_ms:.2f}",
+             f"{f.server_cpu_ms:.3f}", f"{f.rate / base.rate:.2f}x")
+            for f in sorted(run, key=lambda f: f.workers)
+        ]  # fmt: skip
+    return _columns(rows) if len(rows) > 1 else ""
+
+
 def _table(figures: list[Figure], ceiling: float) -> str:
     header = (
         "target",
@@ -644,7 +697,7 @@ def _table(figures: list[Figure], ceiling: float) -> str:
     )
     rows = [header] + [
         (
-            f.target,
+            f.label,
             f.phase,
             str(f.requests),
             f"{f.rate:,.0f}",
@@ -658,7 +711,12 @@ def _table(figures: list[Figure], ceiling: float) -> str:
         )
         for f in figures
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _columns(rows)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows as aligned text: the first two columns to the left, the others to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(
             cell.ljust(w) if i < 2 else cell.rjust(w)
@@ -683,16 +741,17 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         try:
             figures = [await bench.bare(devices)]
             for storage in filter(None, args.storage.split(",")):
-                print(f"benchmarking storage {storage}...", flush=True)
-                figures += await bench.nanomdm(
-                    storage, folder / "ca" / "ca.pem", devices
-                )
+                for workers in _worker_counts(args.workers, storage):
+                    print(f"benchmarking storage {storage}, {workers} process(es)...", flush=True)
+                    figures += await bench.nanomdm(
+                        storage, folder / "ca" / "ca.pem", devices, workers
+                    )
+                    bench.forget_databases()
                 if storage != "inmem":
                     round_trips[storage] = await bench.round_trips(storage, ca)
         finally:
             await bench.pool.closeCachedConnections()
-            for storage, database in bench.databases.items():
-                _SERVERS[storage][0](getattr(args, storage), f"DROP DATABASE {database}")
+            bench.forget_databases()
     print()
     print(
         f"{args.devices} devices, {args.concurrency} concurrent connections, "
@@ -707,6 +766,10 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         "CPU ms/req: CPU time of all server processes and threads per request (the\n"
         "database server's own CPU not included)."
     )
+    scaling = _scaling_table(figures)
+    if scaling:
+        print("\nScaling with --workers (req/s against the fewest processes):")
+        print(scaling)
     for storage, per_request in round_trips.items():
         print(f"\nSQL round trips per request, {storage} (statements + commits):")
         for request_type, trips in per_request.items():
@@ -753,9 +816,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=int,
-        default=1,
-        help="server processes (nanomdm's --workers; inmem always runs one)",
+        type=_worker_list,
+        help="comma-separated server process counts to compare, each a number or auto"
+        " (nanomdm's --workers; inmem always runs one) [default: the server's default]",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
