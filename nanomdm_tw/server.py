@@ -132,6 +132,7 @@ class NanoMDMService(Service):
 
     def __init__(self, settings: Settings, reactor=None, inherited_fd: int | None = None):
         """``inherited_fd``: serve on this listening socket (a --workers worker)."""
+        settings.check()  # fail closed, however the settings were built (.tac, Python)
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings

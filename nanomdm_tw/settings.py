@@ -1,10 +1,13 @@
 """
 Every server setting, named as NanoMDM's flags are.
 
-tap.py fills them from flags and NANOMDM_* variables; a .tac file or a
-test builds them directly.
+tap.py and cli.py fill them from flags and NANOMDM_* variables; a .tac file
+or a test builds them directly.  Whoever builds them, ``check()`` is the one
+place that refuses settings that contradict each other or would serve
+devices unauthenticated; the server calls it before it starts.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +16,10 @@ from .resources.body import DEFAULT_MAX_BODY_SIZE
 APPLE_ESCROW_KEY_UNLOCK_URL = (
     "https://deviceservices-external.apple.com/deviceservicesworkers/escrowKeyUnlock"
 )
+
+
+class SettingsError(ValueError):
+    """Settings that must not start a server; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,29 @@ class Settings:
     dm_recv_hmac_key: str = ""
     auth_proxy_url: str = ""
     workers: int = 1  # server processes: tap.py turns auto and the default into a number
+
+    def check(self) -> None:
+        """Raise SettingsError for settings that contradict each other or fail open."""
+        if self.disable_mdm and not self.api_key:
+            raise SettingsError("--disable-mdm needs --api: nothing would be served")
+        if not self.disable_mdm and not self.ca and not self.dev:
+            # Without a CA any self-signed certificate would pass as a device.
+            raise SettingsError(
+                "--ca is required to authenticate devices (or --dev for a development CA)"
+            )
+        if self.migration and not self.api_key:
+            raise SettingsError("--migration needs --api: the endpoint is API-authenticated")
+        for flag, path in (("ca", self.ca), ("intermediate", self.intermediate),
+                           ("apns-ca", self.apns_ca)):  # fmt: skip
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"--{flag}: no such file {path!r}")
+        if self.workers < 1:
+            raise SettingsError("--workers must be a positive whole number or auto")
+        if self.max_body_size < 1:
+            raise SettingsError("--max-body-size must be a positive whole number")
+        storages = (self.storage, *self.extra_storages)
+        if self.workers > 1 and any(spec.name == "inmem" for spec in storages):
+            raise SettingsError("--workers: processes cannot share inmem storage")
 
     def apns_ca_pem(self) -> bytes | None:
         """The extra CA that Apple-facing TLS trusts (tests' fakes), if any."""

@@ -18,11 +18,22 @@ from . import __version__
 from .duration import parse_duration
 from .resources.body import DEFAULT_MAX_BODY_SIZE
 from .server import NanoMDMService
-from .settings import Settings, StorageSpec
+from .settings import Settings, SettingsError, StorageSpec
 from .storage import STORAGE_NAMES, parse_storage_options
 from .workers import AUTO, default_workers, usable_cpus
 
-TRUE_WORDS = {"1", "true", "yes", "on"}
+# Go's strconv.ParseBool, which NanoMDM's boolean flags and variables go through.
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_go_bool(text: str) -> bool:
+    """A boolean as Go spells it; anything else is an error, never quietly false."""
+    if text in GO_TRUE:
+        return True
+    if text in GO_FALSE:
+        return False
+    raise ValueError(f"invalid boolean value {text!r}")
 
 
 def endpoint_from_listen(listen: str) -> str:
@@ -82,6 +93,9 @@ class Options(usage.Options):
         self.environ = os.environ if environ is None else environ
         self.cpus = usable_cpus() if cpus is None else cpus
         self["storage"], self["storage-dsn"], self["storage-options"] = [], [], []
+        # Boolean flags given on the command line, false included (nanomdm-tw's
+        # -debug=false beats NANOMDM_DEBUG=1; twistd's flags can only say true).
+        self.explicit: set[str] = set()
 
     def opt_version(self) -> None:
         """print version and exit"""
@@ -110,8 +124,13 @@ class Options(usage.Options):
             if self[name] is None:
                 self[name] = self.environ.get(_env_name(name))
         for name, *_ in self.optFlags:
-            if not self[name]:
-                self[name] = self.environ.get(_env_name(name), "").lower() in TRUE_WORDS
+            variable = _env_name(name)
+            if name in self.explicit or self[name] or variable not in self.environ:
+                continue
+            try:
+                self[name] = parse_go_bool(self.environ[variable])
+            except ValueError as e:
+                raise usage.UsageError(f"{variable}: {e}")
         for name in ("storage", "storage-dsn", "storage-options"):
             if not self[name] and _env_name(name) in self.environ:
                 self[name] = [self.environ[_env_name(name)]]
@@ -149,17 +168,6 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self._from_environment()
-        if self["disable-mdm"] and not self["api"]:
-            raise usage.UsageError("--disable-mdm needs --api: nothing would be served")
-        if not self["disable-mdm"] and not self["ca"] and not self["dev"]:
-            raise usage.UsageError(
-                "--ca is required to authenticate devices (or --dev for a development CA)"
-            )
-        if self["migration"] and not self["api"]:
-            raise usage.UsageError("--migration needs --api: the endpoint is API-authenticated")
-        for name in ("ca", "intermediate", "apns-ca"):
-            if self[name] and not os.path.isfile(self[name]):
-                raise usage.UsageError(f"--{name}: no such file {self[name]!r}")
         max_body_size = self._positive_number(
             "max-body-size", self["max-body-size"] or DEFAULT_MAX_BODY_SIZE
         )
@@ -171,9 +179,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--push-expiration: {e}")
         storages = self._storage_specs()
         workers = self._workers(storages)
-        if workers > 1 and any(spec.name == "inmem" for spec in storages):
-            raise usage.UsageError("--workers: processes cannot share inmem storage")
-        self.settings = Settings(
+        settings = Settings(
             listen=endpoint_from_listen(self["listen"] or ":9000"),
             api_key=self["api"] or "",
             ca=self["ca"] or "",
@@ -201,6 +207,11 @@ class Options(usage.Options):
             push_expiration=push_expiration,
             workers=workers,
         )
+        try:
+            settings.check()
+        except SettingsError as e:
+            raise usage.UsageError(str(e))
+        self.settings = settings
 
     def _workers(self, storages: list[StorageSpec]) -> int:
         """A number, or ``auto``: one process per CPU; unset, it depends on the backends."""
