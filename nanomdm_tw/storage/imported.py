@@ -12,6 +12,8 @@ says how to import.
 
 from typing import Any
 
+from twisted.internet.threads import deferToThreadPool
+
 from .sqlite import SQLiteStorage
 
 # The store each name means in NanoMDM, and where NanoMDM keeps it by default.
@@ -33,7 +35,12 @@ class ImportedStoreStorage(SQLiteStorage):
         self.folder = folder
 
     async def open(self) -> None:
-        if self.path.exists():
+        if self._reactor is None:
+            from twisted.internet import reactor
+        else:
+            reactor = self._reactor
+        # Off the reactor thread, as all of this backend's disk access.
+        if await deferToThreadPool(reactor, reactor.getThreadPool(), self.path.exists):
             await super().open()
             if await self._interact(self._one, "SELECT 1 FROM devices LIMIT 1") is not None:
                 return
