@@ -130,13 +130,20 @@ def build_filekv_store(folder: Path, ca: DevelopmentCA) -> Scenario:
     return Scenario(ca, device, user, gone, fixture["UDID"], fixture, superseded)
 
 
-async def assert_devices_carry_on(server, scenario: Scenario, fake) -> None:
+# The order NanoMDM would have sent the device's queue in: the NotNow first, then the
+# waiting ones in enqueue order (filekv, SQL) or in file name order (the file store).
+QUEUE_ORDER = [NOT_NOW, WAITING, WAITING_TOO, SHARED]
+FILE_STORE_ORDER = [NOT_NOW, SHARED, WAITING_TOO, WAITING]
+
+
+async def assert_devices_carry_on(
+    server, scenario: Scenario, fake, order: list[str] = QUEUE_ORDER
+) -> None:
     """The imported deployment, served: cert auth, queues, bootstrap token, pushes."""
     s = scenario.at(server.url, server.http)
-    # Cert auth knows the device's certificate (no -retro), and the queue resumes in order:
-    # the NotNow first, as NanoMDM would have sent it next, then the waiting ones.
+    # Cert auth knows the device's certificate (no -retro), and the queue resumes in order.
     delivered = [command["CommandUUID"] for command in await s.device.run_queue()]
-    assert delivered == [NOT_NOW, WAITING, WAITING_TOO, SHARED]
+    assert delivered == order
     assert (await s.user.idle()).plist is None  # it had answered the shared command
     assert (await s.device.get_bootstrap_token()).plist == {"BootstrapToken": BOOTSTRAP_TOKEN}
     # The identity NanoMDM accepted before the renewal is refused, as NanoMDM refuses it.

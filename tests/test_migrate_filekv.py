@@ -1,4 +1,7 @@
-"""nanomdm-tw-migrate on NanoMDM filekv stores, and --storage filekv/file serving the import."""
+"""
+nanomdm-tw-migrate on NanoMDM's folder stores (filekv, and the deprecated file store),
+and --storage filekv/file serving the import.
+"""
 
 import os
 import sqlite3
@@ -12,6 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
 from nanomdm_tw.migrate.filekv import FileKVSource
+from nanomdm_tw.migrate.filestore import FileStoreSource
 from nanomdm_tw.migrate.records import KINDS
 from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.storage import make_storage
@@ -24,6 +28,7 @@ from .migrate_scenario import (
     ANSWERED,
     BOOTSTRAP_TOKEN,
     CLEARED_NOT_NOW,
+    FILE_STORE_ORDER,
     NOT_NOW,
     SHARED,
     UNLOCK_TOKEN,
@@ -32,6 +37,7 @@ from .migrate_scenario import (
     assert_devices_carry_on,
     build_filekv_store,
 )
+from .nanomdm_file import write_file_store
 from .serving import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,3 +226,34 @@ async def test_nano2nano_sends_enrollments(tmp_path: Path, ca) -> None:  # noqa:
         # As after NanoMDM's nano2nano, the device associates its certificate with -retro.
         s = scenario.at(server.url, server.http)
         assert (await s.device.idle()).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_deprecated_file_store_imported_and_served(
+    tmp_path: Path, ca, fake  # noqa: F811
+) -> None:
+    scenario = build_filekv_store(tmp_path / "dbkv", ca)
+    db = tmp_path / "db"
+    write_file_store(db, FileKVSource(tmp_path / "dbkv"))
+    argv = ("--from-storage", "file", "--from-dsn", str(db),
+            "--storage", "file", "--storage-dsn", str(db))  # fmt: skip
+    assert migrate(*argv) == 0
+    assert migrate(*argv) == 0
+    source = FileStoreSource(db)
+    assert source.warnings == []
+    assert [(kind, source.count(kind)) for kind, _ in KINDS] == [
+        ("devices", 3), ("users", 1), ("enrollments", 4), ("commands", 6), ("queue", 7),
+        ("results", 4), ("push_certs", 1), ("cert_auth", 2),
+    ]  # fmt: skip
+    database = db / "nanomdm.sqlite3"
+    assert rows(database, "SELECT COUNT(*), MIN(stale_token) FROM push_certs") == [
+        (1, 1_700_000_000)  # NanoMDM's was the certificate file's time
+    ]
+    assert rows(database, "SELECT COUNT(*) FROM enrollment_queue") == [(7,)]
+    ca.save(tmp_path / "data" / "devca")
+    (tmp_path / "apns-ca.pem").write_bytes(ca.cert_pem)
+    async with serve(
+        tmp_path, StorageSpec("file", str(db), "enable_deprecated=1"),
+        apns_url=fake.base_url, apns_ca=str(tmp_path / "apns-ca.pem"),
+    ) as server:  # fmt: skip
+        await assert_devices_carry_on(server, scenario, fake, FILE_STORE_ORDER)

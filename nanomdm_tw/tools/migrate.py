@@ -23,14 +23,15 @@ from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ..migrate.filekv import FileKVSource
+from ..migrate.filestore import FileStoreSource
 from ..migrate.records import KINDS, Source
 from ..migrate.sqlsource import SQLSource
 from ..migrate.target import Target
 from ..migrate.writer import BATCH, Writer, batches
 
-SOURCES = ("filekv", "mysql", "pgsql", "sqlite")
+SOURCES = ("filekv", "file", "mysql", "pgsql", "sqlite")
 TARGETS = ("sqlite", "filekv", "file", "mysql", "pgsql")
-_DEFAULT_SOURCE_DSN = {"filekv": "dbkv", "sqlite": "db"}
+_DEFAULT_SOURCE_DSN = {"filekv": "dbkv", "file": "db", "sqlite": "db"}
 
 # How the summary names each kind.
 _NOUNS = {
@@ -52,6 +53,8 @@ class MigrateError(Exception):
 def open_source(kind: str, dsn: str) -> Source:
     if kind == "filekv":
         return FileKVSource(dsn)
+    if kind == "file":
+        return FileStoreSource(dsn)
     return SQLSource(kind, dsn)
 
 
@@ -136,7 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_argument_group("the NanoMDM store to read")
     source.add_argument("--from-storage", required=True, choices=SOURCES)
     source.add_argument(
-        "--from-dsn", help="its -storage-dsn (filekv: the folder, default dbkv)"
+        "--from-dsn", help="its -storage-dsn (filekv: the folder, default dbkv; file: db)"
     )
     target = parser.add_argument_group("where to copy it (our --storage flags)")
     target.add_argument("--storage", choices=TARGETS)
