@@ -78,5 +78,21 @@ def test_unreachable_source_says_what_to_check(tmp_path: Path, capsys) -> None:
     assert main(["--from-storage", "mysql", "--from-dsn", "nobody@tcp(127.0.0.1:1)/nanomdm",
                  "--storage", "sqlite", "--storage-dsn", str(tmp_path / "db")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("nanomdm-tw-migrate: cannot read --from-storage mysql --from-dsn ")
-    assert "Can't connect" in err
+    assert "nanomdm-tw-migrate: cannot read the mysql database: (2003, \"Can't connect" in err
+    assert err.rstrip().endswith("check --from-storage and --from-dsn")
+
+
+@pytest.mark.parametrize(
+    "storage, dsn, message",
+    [
+        ("mysql", "nobody@tcp(127.0.0.1:1)/nanomdm", "cannot write to --storage mysql: (2003"),
+        ("inmem", "", "--storage inmem keeps nothing once this command exits"),
+    ],
+)
+def test_unusable_target_says_what_to_check(
+    tmp_path: Path, ca, capsys, storage: str, dsn: str, message: str  # noqa: F811
+) -> None:
+    build_filekv_store(tmp_path / "dbkv", ca)
+    assert main(["--from-storage", "filekv", "--from-dsn", str(tmp_path / "dbkv"),
+                 "--storage", storage, "--storage-dsn", dsn]) == 1  # fmt: skip
+    assert message in capsys.readouterr().err

@@ -28,9 +28,9 @@ from ..migrate.records import KINDS, Source
 from ..migrate.sqlsource import SQLSource
 from ..migrate.target import Target
 from ..migrate.writer import BATCH, Writer, batches
+from ..storage import STORAGE_NAMES
 
 SOURCES = ("filekv", "file", "mysql", "pgsql", "sqlite")
-TARGETS = ("sqlite", "filekv", "file", "mysql", "pgsql")
 _DEFAULT_SOURCE_DSN = {"filekv": "dbkv", "file": "db", "sqlite": "db"}
 
 # How the summary names each kind.
@@ -85,11 +85,25 @@ def _database_errors() -> tuple[type[BaseException], ...]:
     return (pymysql.MySQLError, psycopg.Error, sqlite3.Error)
 
 
+def _open_target(args: argparse.Namespace) -> Target:
+    try:
+        return Target(args.storage, args.storage_dsn, args.storage_options)
+    except (*_database_errors(), ValueError, OSError) as e:
+        raise MigrateError(
+            f"cannot write to --storage {args.storage}: {e}; check --storage-dsn"
+        ) from None
+
+
 def _import(args: argparse.Namespace, source: Source) -> None:
-    target = Target(args.storage, args.storage_dsn, args.storage_options)
+    target = _open_target(args)
     try:
         print(f"copying into {target.describe()}", file=sys.stderr)
         copied = copy_store(source, Writer(target), progress=args.progress)
+    except (*_database_errors(), ValueError, OSError) as e:
+        raise MigrateError(
+            f"{e.__class__.__name__}: {e}; what was copied before stays: fix the cause "
+            "and run the same command again"
+        ) from None
     finally:
         target.close()
     print(summary(copied))
@@ -142,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--from-dsn", help="its -storage-dsn (filekv: the folder, default dbkv; file: db)"
     )
     target = parser.add_argument_group("where to copy it (our --storage flags)")
-    target.add_argument("--storage", choices=TARGETS)
+    target.add_argument("--storage", choices=STORAGE_NAMES)
     target.add_argument(
         "--storage-dsn", default="", help="as the server's (sqlite: a folder, default db)"
     )
@@ -168,36 +182,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Folders by name; a database's DSN may hold a password.
+    where = args.from_dsn if args.from_storage in ("filekv", "file") else "database"
+    print(f"reading the {args.from_storage} {where}", file=sys.stderr)
     try:
         source = open_source(args.from_storage, args.from_dsn)
     except (*_database_errors(), ValueError, OSError) as e:
-        print(
-            f"nanomdm-tw-migrate: cannot read --from-storage {args.from_storage} "
-            f"--from-dsn {args.from_dsn}: {e}",
-            file=sys.stderr,
-        )
+        print(f"nanomdm-tw-migrate: cannot read the {args.from_storage} {where}: {e}; "
+              "check --from-storage and --from-dsn", file=sys.stderr)  # fmt: skip
         return 1
     try:
-        if args.to_url:
-            _send(args, source)
-        else:
-            _import(args, source)
+        (_send if args.to_url else _import)(args, source)
     except MigrateError as e:
         print(f"nanomdm-tw-migrate: {e}", file=sys.stderr)
-        return 1
-    except (*_database_errors(), ValueError, OSError) as e:
-        print(
-            f"nanomdm-tw-migrate: {e.__class__.__name__}: {e}; nothing after the last "
-            "complete batch was copied: fix the cause and run the same command again",
-            file=sys.stderr,
-        )
         return 1
     finally:
         for warning in source.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         source.close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
