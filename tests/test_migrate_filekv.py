@@ -26,7 +26,6 @@ from nanomdm_tw.tools.sim import DEFAULT_TOPIC
 from .fake_apns import ca, fake  # noqa: F401 (fixtures)
 from .migrate_scenario import (
     ANSWERED,
-    BOOTSTRAP_TOKEN,
     CLEARED_NOT_NOW,
     FILE_STORE_ORDER,
     NOT_NOW,
@@ -182,7 +181,7 @@ def test_broken_entries_are_skipped_and_reported(tmp_path: Path, ca, capsys) -> 
     for tok in dbkv.glob(f"users/*/*/{s.user.id}.device_ch"):
         tok.write_text("NO-SUCH-DEVICE")
     source = FileKVSource(dbkv)
-    counts = {kind: source.count(kind) for kind, _ in KINDS}
+    counts = {kind: source.count(kind) for kind in KINDS}
     assert (counts["users"], counts["enrollments"], counts["commands"], counts["queue"]) == (
         0, 3, 6, 5,  # the user channel's enrollment and queue go with it
     )  # fmt: skip
@@ -241,7 +240,7 @@ async def test_deprecated_file_store_imported_and_served(
     assert migrate(*argv) == 0
     source = FileStoreSource(db)
     assert source.warnings == []
-    assert [(kind, source.count(kind)) for kind, _ in KINDS] == [
+    assert [(kind, source.count(kind)) for kind in KINDS] == [
         ("devices", 3), ("users", 1), ("enrollments", 4), ("commands", 6), ("queue", 7),
         ("results", 4), ("push_certs", 1), ("cert_auth", 2),
     ]  # fmt: skip

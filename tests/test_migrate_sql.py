@@ -27,7 +27,7 @@ EMPTY_DATABASES = {
 def snapshot(source) -> dict[str, list]:
     """Every record of a source, times aside; each enrollment's queue in its order."""
     records = {}
-    for kind, _ in KINDS:
+    for kind in KINDS:
         found = list(source.read(kind))
         if kind == "enrollments":
             found = [dataclasses.replace(e, last_seen_at=None) for e in found]

@@ -97,17 +97,10 @@ class CertAuth:
     sha256: str
 
 
-# The kinds in the order they are copied (parents before the rows naming them).
-KINDS: tuple[tuple[str, type], ...] = (
-    ("devices", Device),
-    ("users", User),
-    ("enrollments", Enrollment),
-    ("commands", Command),
-    ("queue", QueueEntry),
-    ("results", Result),
-    ("push_certs", PushCert),
-    ("cert_auth", CertAuth),
-)
+# The kinds of record in the order they are copied (parents before the rows naming them).
+KINDS = (
+    "devices", "users", "enrollments", "commands", "queue", "results", "push_certs", "cert_auth",
+)  # fmt: skip
 
 
 class Source(Protocol):

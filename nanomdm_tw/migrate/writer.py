@@ -45,7 +45,7 @@ class Writer:
         self._epoch = _FROM_EPOCH[self._dialect.name]
         # When the copied messages count as stored (the source keeps no such times).
         self._now = time.time() if now is None else now
-        self._statements = {kind: getattr(self, "_" + kind)() for kind, _ in KINDS}
+        self._statements = {kind: getattr(self, "_" + kind)() for kind in KINDS}
 
     def write(self, kind: str, records: list[Any]) -> None:
         """Upsert a batch of ``kind`` records in one transaction."""

@@ -61,7 +61,7 @@ def open_source(kind: str, dsn: str) -> Source:
 def copy_store(source: Source, writer: Writer, progress: bool = True) -> dict[str, int]:
     """Copy every kind, parents first, in batches; how many records of each were written."""
     copied = {}
-    for kind, _ in KINDS:
+    for kind in KINDS:
         copied[kind] = 0
         with tqdm(
             total=source.count(kind), desc=f"{_NOUNS[kind]:>22}", unit=" rows",
