@@ -71,18 +71,23 @@ def _pgsql(dsn: str, options: dict) -> IStorage:
     return PgSQLStorage(dsn, options)
 
 
-def _file(dsn: str, options: dict) -> IStorage:
-    _log.info(
-        "storage 'file' is served by the sqlite backend (DSN {dsn!r})", dsn=dsn or "db"
-    )
-    return _sqlite(dsn, options)
+def _imported(name: str) -> Callable[[str, dict], IStorage]:
+    """NanoMDM's folder stores: our SQLite database inside the folder, once imported."""
+
+    def make(dsn: str, options: dict) -> IStorage:
+        from .imported import DEFAULT_FOLDERS, ImportedStoreStorage
+
+        return ImportedStoreStorage(name, dsn or DEFAULT_FOLDERS[name], options)
+
+    return make
 
 
 # The backends by their -storage name.
 _BACKENDS: dict[str, Callable[[str, dict], IStorage]] = {
     "inmem": _inmem,
     "sqlite": _sqlite,
-    "file": _file,
+    "filekv": _imported("filekv"),
+    "file": _imported("file"),
     "mysql": _mysql,
     "pgsql": _pgsql,
 }

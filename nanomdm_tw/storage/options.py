@@ -31,6 +31,8 @@ def _connections(text: str) -> int:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "delete": _boolean,
+    # NanoMDM's -storage file demands it; ours serves an imported store either way.
+    "enable_deprecated": _boolean,
     "max_open_conns": _connections,
     "min_open_conns": _connections,
     "conn_max_lifetime": parse_duration,
