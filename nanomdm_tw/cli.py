@@ -95,7 +95,7 @@ def usage_text() -> str:
     docs = {name: doc for name, _, _, doc in Options.optParameters}
     docs.update({name: doc for name, _, doc in Options.optFlags})
     docs.update(
-        storage="name of storage backend; repeat for multi storage [default: sqlite]",
+        storage=Options.opt_storage.__doc__,
         **{"storage-dsn": "storage data source name (e.g. connection string or path)",
            "dsn": "data source name; deprecated: use -storage-dsn",
            "storage-options": "storage backend options"},

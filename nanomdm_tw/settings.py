@@ -95,7 +95,7 @@ class Settings:
         """Where --dev keeps its CA and API key: the storage folder, else ./db."""
         if self.data_dir_override:
             return Path(self.data_dir_override)
-        if self.storage.name in ("sqlite", "file") and self.storage.dsn:
+        if self.storage.name in ("sqlite", "file", "filekv") and self.storage.dsn:
             path = Path(self.storage.dsn)
             return path.parent if path.suffix else path
         return Path("db")

@@ -20,6 +20,7 @@ from .resources.body import DEFAULT_MAX_BODY_SIZE
 from .server import NanoMDMService
 from .settings import Settings, SettingsError, StorageSpec
 from .storage import STORAGE_NAMES, parse_storage_options
+from .storage.imported import DEFAULT_FOLDERS
 from .workers import AUTO, default_workers, usable_cpus
 
 # Go's strconv.ParseBool, which NanoMDM's boolean flags and variables go through.
@@ -103,7 +104,7 @@ class Options(usage.Options):
         sys.exit(0)
 
     def opt_storage(self, name: str) -> None:
-        """name of storage backend (sqlite, mysql, pgsql, inmem); repeat for multi storage [default: sqlite]"""
+        """name of storage backend (sqlite, mysql, pgsql, inmem; filekv and file serve a store imported with nanomdm-tw-migrate); repeat for multi storage [default: sqlite]"""
         self["storage"].append(name)
 
     def opt_storage_dsn(self, dsn: str) -> None:
@@ -156,7 +157,7 @@ class Options(usage.Options):
                 parse_storage_options(option)
             except ValueError as e:
                 raise usage.UsageError(f"--storage-options: {e}")
-            default_dsn = "db" if name in ("sqlite", "file") else ""
+            default_dsn = {"sqlite": "db", **DEFAULT_FOLDERS}.get(name, "")
             specs.append(
                 StorageSpec(
                     name=name,
