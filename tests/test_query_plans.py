@@ -291,3 +291,23 @@ async def test_fifty_enrollments_at_once_on_a_seeded_store(seeded):
     assert sorted(info) == sorted(udids)
     assert again == [None] * 30  # their seeded queues were cleared, user channels' too
     assert retries == []  # no deadlock, no lock wait timeout
+
+
+@pytest_twisted.ensureDeferred
+async def test_seed_store_fills_a_sqlite_store_with_history(tmp_path):
+    """What the bench's --seed-rows gets: enrollments, queues, results of every outcome."""
+    folder = str(tmp_path / "db")
+    store = SQLiteStorage(folder)
+    await store.open()
+    await store.close()
+    assert seed.seed_store("sqlite", folder, 1000) == seed.Seeded(100, 600, 400)
+    connection = sqlite3.connect(SQLiteStorage(folder).path)
+    try:
+        counted = connection.execute(
+            "SELECT (SELECT COUNT(*) FROM devices), (SELECT COUNT(*) FROM users), "
+            "(SELECT COUNT(*) FROM enrollment_queue WHERE active), "
+            "(SELECT COUNT(*) FROM command_results WHERE status = 'NotNow')"
+        ).fetchone()
+    finally:
+        connection.close()
+    assert counted == (90, 10, 500, 100)

@@ -11,9 +11,11 @@ generator, gives the framework's ceiling on this machine.
 """
 
 import argparse
+import dataclasses
 import os
 import pickle
 import secrets
+import shutil
 import socket
 import statistics
 import sys
@@ -34,7 +36,8 @@ from ..crypto.devca import DevelopmentCA, generate_key
 from ..server import NanoMDMService
 from ..settings import Settings, StorageSpec
 from ..storage.dsn import parse_dsn
-from . import schema
+from ..storage.sqlite import SQLiteStorage
+from . import schema, seed
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
 
 HOST = "127.0.0.1"
@@ -482,12 +485,13 @@ class Bench:
                 server,
                 port,
                 storage,
-                "enroll (untimed)",
+                "Authenticate + TokenUpdate",
                 [[d.authenticate, d.token_update] for d in devices],
             )
             if enroll.errors:
                 raise SystemExit(f"nanomdm-bench: {enroll.errors} enrollment errors")
             figures = [
+                enroll,
                 await self.measure(
                     server,
                     port,
@@ -628,6 +632,65 @@ _SERVERS = {
 }
 
 
+# --seed-rows: the same phases on a store with a history, against the empty one.
+
+
+async def _seeded_figures(
+    bench: Bench, storage: str, ca_path: Path, devices: list[_Device]
+) -> list[Figure]:
+    """The phases again, on a fresh store seeded with --seed-rows queue + result rows."""
+    rows = bench.args.seed_rows
+    if storage in bench.databases:  # dsn() makes a new database once this one is gone
+        admin = _SERVERS[storage][0]
+        admin(getattr(bench.args, storage), f"DROP DATABASE {bench.databases.pop(storage)}")
+    else:
+        shutil.rmtree(bench.dsn(storage))
+    dsn = bench.dsn(storage)
+    if storage == "sqlite":
+        store = SQLiteStorage(dsn)
+        await store.open()  # the schema
+        await store.close()
+    print(f"seeding {storage}: {rows:,} queue + result rows over "
+          f"{seed.enrollments_for(rows):,} enrollments...", flush=True)
+    started = time.monotonic()
+    seed.seed_store(storage, dsn, rows, lambda line: print("  " + line, flush=True))
+    print(f"  seeded in {time.monotonic() - started:.0f} s", flush=True)
+    figures = await bench.nanomdm(storage, ca_path, devices)
+    return [dataclasses.replace(f, target=f"{storage} seeded") for f in figures]
+
+
+def _seeded_table(figures: list[Figure]) -> str:
+    """Per backend and phase: empty and seeded store side by side, with seeded/empty ratios."""
+    empty = {(f.target, f.phase): f for f in figures}
+    rows = [("target", "phase", "req/s", "seeded", "ratio", "p50 ms", "seeded", "ratio",
+             "CPU ms/req", "seeded", "ratio")]
+    for seeded in figures:
+        if not seeded.target.endswith(" seeded"):
+            continue
+        base = empty[(seeded.target.removesuffix(" seeded"), seeded.phase)]
+        row = [base.target, seeded.phase]
+        for a, b, digits in (
+            (base.rate, seeded.rate, 0),
+            (base.p50_ms, seeded.p50_ms, 2),
+            (base.server_cpu_ms, seeded.server_cpu_ms, 3),
+        ):
+            row += [f"{a:,.{digits}f}", f"{b:,.{digits}f}", f"{b / a:.2f}"]
+        rows.append(tuple(row))
+    return _columns(rows)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows as aligned text: the first two columns to the left, numbers to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        for row in rows
+    )
+
+
 def _table(figures: list[Figure], ceiling: float) -> str:
     header = (
         "target",
@@ -658,14 +721,7 @@ def _table(figures: list[Figure], ceiling: float) -> str:
         )
         for f in figures
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
-        )
-        for row in rows
-    )
+    return _columns(rows)
 
 
 async def _main(reactor, args: argparse.Namespace) -> None:
@@ -689,6 +745,9 @@ async def _main(reactor, args: argparse.Namespace) -> None:
                 )
                 if storage != "inmem":
                     round_trips[storage] = await bench.round_trips(storage, ca)
+                if args.seed_rows and storage != "inmem":
+                    figures += await _seeded_figures(bench, storage, folder / "ca" / "ca.pem",
+                                                     devices)
         finally:
             await bench.pool.closeCachedConnections()
             for storage, database in bench.databases.items():
@@ -707,6 +766,9 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         "CPU ms/req: CPU time of all server processes and threads per request (the\n"
         "database server's own CPU not included)."
     )
+    if args.seed_rows:
+        print(f"\nSeeded ({args.seed_rows:,} queue + result rows) vs empty store:")
+        print(_seeded_table(figures))
     for storage, per_request in round_trips.items():
         print(f"\nSQL round trips per request, {storage} (statements + commits):")
         for request_type, trips in per_request.items():
@@ -756,6 +818,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes (nanomdm's --workers; inmem always runs one)",
+    )
+    parser.add_argument(
+        "--seed-rows",
+        type=int,
+        default=0,
+        help="also run each SQL backend on a store seeded with this many queue + result "
+        "rows over a tenth as many enrollments, and compare",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser

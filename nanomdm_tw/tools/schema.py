@@ -58,6 +58,11 @@ def _pgsql() -> _Dialect:
 _DIALECTS = {"mysql": _mysql, "pgsql": _pgsql}
 
 
+def connect(dsn: str, dialect: str = "mysql") -> tuple[SQLStorage, Any]:
+    """A plain DB-API connection to the database at ``dsn``, and the backend reading its DSN."""
+    return _DIALECTS[dialect]().connect(dsn)
+
+
 def upgrade(
     dsn: str, check_only: bool = False, dialect: str = "mysql"
 ) -> tuple[int, int, list[str]]:

@@ -9,12 +9,15 @@ minute rather than an hour; the bench and the query-plan tests use it to
 show that the cost of a request does not grow with the tables.
 """
 
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from ..storage.sql import Dialect
+from ..storage.sqlite import SQLITE, database_path
+from . import schema
 
 TOPIC = "com.apple.mgmt.External.seeded"
 # Per enrollment: the queue rows' outcomes; None is a pending command, "inactive" one
@@ -196,3 +199,18 @@ def analyze(connection: Any, dialect: Dialect) -> None:
     finally:
         cursor.close()
     connection.commit()
+
+
+def seed_store(storage: str, dsn: str, rows: int, progress: Progress | None = None) -> Seeded:
+    """Seed and ANALYZE the database a ``--storage``/``--storage-dsn`` pair names (schema made)."""
+    if storage == "sqlite":
+        dialect, connection = SQLITE, sqlite3.connect(database_path(dsn))
+    else:
+        backend, connection = schema.connect(dsn, storage)
+        dialect = backend.dialect
+    try:
+        seeded = seed(connection, dialect, rows, progress)
+        analyze(connection, dialect)
+    finally:
+        connection.close()
+    return seeded
