@@ -16,10 +16,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.logger import globalLogPublisher
 
 from nanomdm_tw.mdm.request import MDMRequest
 from nanomdm_tw.storage import QUEUE_ERROR_UNKNOWN
@@ -31,7 +29,7 @@ from nanomdm_tw.tools import seed
 
 from . import mysqlserver, pgsqlserver
 from .query_plans import Recorder, Statement, full_scans
-from .storage_messages import TOPIC, checkin, command, enroll, report
+from .storage_messages import TOPIC, checkin, command, enroll, report, retries_logged
 
 ROWS = 100_000  # queue + result rows, over 10,000 enrollments
 
@@ -256,29 +254,24 @@ def test_a_full_scan_is_found(seeded):
 async def test_fifty_enrollments_at_once_on_a_seeded_store(seeded):
     """New devices and re-enrolling seeded ones (with queues to clear) together."""
     store = await seeded.open(max_open_conns=20)
-    retries = []
-
-    def observer(event):
-        if "retrying" in event.get("log_format", ""):
-            retries.append(event)
-
-    globalLogPublisher.addObserver(observer)
+    udids = [f"CONCURRENT-{i:02d}" for i in range(35)]
+    reenrolling = range(5008, 5158, 10)  # 15 devices, each with a user channel (n + 1)
+    udids += [seed.device_id(n) for n in reenrolling]
+    answering = range(6000, 6500, 10)  # meanwhile, 50 other devices answer a command
     try:
-        udids = [f"CONCURRENT-{i:02d}" for i in range(35)]
-        reenrolling = range(5008, 5158, 10)  # 15 devices, each with a user channel (n + 1)
-        udids += [seed.device_id(n) for n in reenrolling]
-        answering = range(6000, 6500, 10)  # meanwhile, 50 other devices answer a command
-        await defer.gatherResults(
-            [defer.ensureDeferred(enroll(store, udid)) for udid in udids]
-            + [
-                store.report_and_next(
-                    _request(n), report("Acknowledged", seed.command_uuid(n, 4), seed.device_id(n)),
-                    False,
-                )
-                for n in answering
-            ],
-            consumeErrors=True,
-        )
+        with retries_logged() as retries:
+            await defer.gatherResults(
+                [defer.ensureDeferred(enroll(store, udid)) for udid in udids]
+                + [
+                    store.report_and_next(
+                        _request(n),
+                        report("Acknowledged", seed.command_uuid(n, 4), seed.device_id(n)),
+                        False,
+                    )
+                    for n in answering
+                ],
+                consumeErrors=True,
+            )
         info = await store.retrieve_push_info(udids)
         again = [
             await store.retrieve_next_command(_request(n + user), False)
@@ -286,7 +279,6 @@ async def test_fifty_enrollments_at_once_on_a_seeded_store(seeded):
             for user in (0, 1)
         ]
     finally:
-        globalLogPublisher.removeObserver(observer)
         await store.close()
     assert sorted(info) == sorted(udids)
     assert again == [None] * 30  # their seeded queues were cleared, user channels' too
