@@ -22,7 +22,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
@@ -186,12 +188,45 @@ class _Child(ProcessProtocol):
         self.ended.callback(None)
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int | str) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu_seconds(tid: int) -> float:
+    """CPU time of one thread of any process (/proc/<tid>/stat counts its whole process)."""
+    try:
+        status = Path(f"/proc/{tid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    tgid = status.split("\nTgid:", 1)[1].split()[0]
+    return _cpu_seconds(f"{tgid}/task/{tid}")
+
+
+class _DatabaseCPU:
+    """
+    CPU time of the database server's threads (processes) serving a database, while sampled.
+
+    MariaDB hands a new connection a cached thread that has run others'
+    queries before, so each thread counts from when it is first seen here.
+    """
+
+    def __init__(self, threads: Callable[[], list[int]]):
+        self._threads = threads
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+
+    def sample(self) -> None:
+        for tid in self._threads():
+            self._last[tid] = _thread_cpu_seconds(tid)
+            self._first.setdefault(tid, self._last[tid])
+
+    @property
+    def seconds(self) -> float:
+        return sum(last - self._first[tid] for tid, last in self._last.items())
 
 
 def _children(pid: int) -> list[int]:
@@ -352,6 +387,7 @@ class Figure:
     errors: int
     server_cpu: float  # share of one core
     client_cpu: float  # share of one core, all load generators together
+    database_cpu: float = 0.0  # share of one core: the database server, on our connections
 
     @property
     def rate(self) -> float:
@@ -361,6 +397,11 @@ class Figure:
     def server_cpu_ms(self) -> float:
         """Server CPU (all its processes and threads) per request, in milliseconds."""
         return self.server_cpu / self.rate * 1000
+
+    @property
+    def database_cpu_ms(self) -> float:
+        """Database server CPU per request, in milliseconds."""
+        return self.database_cpu / self.rate * 1000
 
 
 class Bench:
@@ -407,8 +448,14 @@ class Bench:
         ]
         await task.deferLater(self.reactor, max(0.0, start_at - time.monotonic()))
         cpu_at_start = server.cpu_seconds()
+        database_cpu = self.database_cpu(target)
+        sampling = task.LoopingCall(database_cpu.sample)
+        sampling.clock = self.reactor
+        sampling.start(0.25)
         await gatherResults([w.child.ended for w in workers])
         server_cpu = server.cpu_seconds() - cpu_at_start
+        sampling.stop()
+        database_cpu.sample()
         results: list[WorkerResult] = []
         for path in paths:
             result_path = Path(str(path) + ".result")
@@ -431,6 +478,7 @@ class Bench:
             sum(r.errors for r in results),
             server_cpu / seconds,
             sum(r.cpu_seconds for r in results) / seconds,
+            database_cpu.seconds / seconds,
         )
 
     async def start(self, argv: list[str], port: int, name: str) -> _Process:
@@ -534,6 +582,22 @@ class Bench:
             schema.upgrade(database_dsn(server, self.databases[storage]), dialect=storage)
         return database_dsn(server, self.databases[storage])
 
+    def forget_databases(self) -> None:
+        """Drop what ``dsn`` made, so that the next server starts from empty storage."""
+        for storage, database in self.databases.items():
+            _SERVERS[storage][0](getattr(self.args, storage), f"DROP DATABASE {database}")
+        self.databases.clear()
+        for folder in self.folder.glob("db-*"):
+            shutil.rmtree(folder)
+
+    def database_cpu(self, storage: str) -> "_DatabaseCPU":
+        """A meter of the (local) database server's CPU on the connections to our database."""
+        if storage not in self.databases:
+            return _DatabaseCPU(list)
+        admin, server = _SERVERS[storage][0], getattr(self.args, storage)
+        query, database = _CONNECTION_THREADS[storage], self.databases[storage]
+        return _DatabaseCPU(lambda: [row[0] for row in admin(server, query, database)])
+
     async def round_trips(self, storage: str, ca: DevelopmentCA, devices: int = 5) -> dict[str, float]:
         """SQL round trips (statements + commits) per request, counted in the storage layer."""
         service = NanoMDMService(
@@ -607,23 +671,31 @@ class Bench:
         ]
 
 
-def _mysql_admin(server_dsn: str, statement: str) -> None:
+def _mysql_admin(server_dsn: str, statement: str, *args: Any) -> list[tuple]:
     import pymysql
 
     connection = pymysql.connect(**parse_dsn(server_dsn).connect_kwargs())
     try:
         with connection.cursor() as cursor:
-            cursor.execute(statement)
+            cursor.execute(statement, args or None)
+            return list(cursor.fetchall())
     finally:
         connection.close()
 
 
-def _pgsql_admin(server_dsn: str, statement: str) -> None:
+def _pgsql_admin(server_dsn: str, statement: str, *args: Any) -> list[tuple]:
     import psycopg
 
     with psycopg.connect(f"{server_dsn} dbname=postgres", autocommit=True) as connection:
-        connection.execute(statement)
+        cursor = connection.execute(statement, args or None)
+        return cursor.fetchall() if cursor.description else []
 
+
+# The OS threads (MariaDB/MySQL) or processes (PostgreSQL) serving a database's connections.
+_CONNECTION_THREADS = {
+    "mysql": "SELECT TID FROM information_schema.PROCESSLIST WHERE DB = %s",
+    "pgsql": "SELECT pid FROM pg_stat_activity WHERE datname = %s",
+}
 
 # Backends on a database server: (run a statement on the server, the DSN of one database).
 _SERVERS = {
@@ -640,11 +712,7 @@ async def _seeded_figures(
 ) -> list[Figure]:
     """The phases again, on a fresh store seeded with --seed-rows queue + result rows."""
     rows = bench.args.seed_rows
-    if storage in bench.databases:  # dsn() makes a new database once this one is gone
-        admin = _SERVERS[storage][0]
-        admin(getattr(bench.args, storage), f"DROP DATABASE {bench.databases.pop(storage)}")
-    else:
-        shutil.rmtree(bench.dsn(storage))
+    bench.forget_databases()
     dsn = bench.dsn(storage)
     if storage == "sqlite":
         store = SQLiteStorage(dsn)
@@ -663,7 +731,7 @@ def _seeded_table(figures: list[Figure]) -> str:
     """Per backend and phase: empty and seeded store side by side, with seeded/empty ratios."""
     empty = {(f.target, f.phase): f for f in figures}
     rows = [("target", "phase", "req/s", "seeded", "ratio", "p50 ms", "seeded", "ratio",
-             "CPU ms/req", "seeded", "ratio")]
+             "CPU ms/req", "seeded", "ratio", "DB ms/req", "seeded", "ratio")]
     for seeded in figures:
         if not seeded.target.endswith(" seeded"):
             continue
@@ -673,22 +741,12 @@ def _seeded_table(figures: list[Figure]) -> str:
             (base.rate, seeded.rate, 0),
             (base.p50_ms, seeded.p50_ms, 2),
             (base.server_cpu_ms, seeded.server_cpu_ms, 3),
+            (base.database_cpu_ms, seeded.database_cpu_ms, 3),
         ):
-            row += [f"{a:,.{digits}f}", f"{b:,.{digits}f}", f"{b / a:.2f}"]
+            ratio = f"{b / a:.2f}" if a else "-"
+            row += [f"{a:,.{digits}f}", f"{b:,.{digits}f}", ratio]
         rows.append(tuple(row))
     return _columns(rows)
-
-
-def _columns(rows: list[tuple[str, ...]]) -> str:
-    """Rows as aligned text: the first two columns to the left, numbers to the right."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
-        )
-        for row in rows
-    )
 
 
 def _table(figures: list[Figure], ceiling: float) -> str:
@@ -724,6 +782,18 @@ def _table(figures: list[Figure], ceiling: float) -> str:
     return _columns(rows)
 
 
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows as aligned text: the first two columns to the left, the others to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        for row in rows
+    )
+
+
 async def _main(reactor, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="nanomdm-bench-") as tmp:
         folder = Path(tmp)
@@ -750,8 +820,7 @@ async def _main(reactor, args: argparse.Namespace) -> None:
                                                      devices)
         finally:
             await bench.pool.closeCachedConnections()
-            for storage, database in bench.databases.items():
-                _SERVERS[storage][0](getattr(args, storage), f"DROP DATABASE {database}")
+            bench.forget_databases()
     print()
     print(
         f"{args.devices} devices, {args.concurrency} concurrent connections, "
@@ -767,7 +836,9 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         "database server's own CPU not included)."
     )
     if args.seed_rows:
-        print(f"\nSeeded ({args.seed_rows:,} queue + result rows) vs empty store:")
+        print(f"\nSeeded ({args.seed_rows:,} queue + result rows) vs empty store; DB ms/req:\n"
+              "CPU of the database server's threads (MariaDB) or processes (PostgreSQL)\n"
+              "serving the run's database, per request (local servers; 0 for SQLite):")
         print(_seeded_table(figures))
     for storage, per_request in round_trips.items():
         print(f"\nSQL round trips per request, {storage} (statements + commits):")
