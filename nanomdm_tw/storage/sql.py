@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..mdm.enrollment import EnrollID
 from ..mdm.messages import (
     Authenticate,
     Command,
@@ -33,7 +34,6 @@ from ..mdm.messages import (
     TokenUpdate,
     UserAuthenticate,
 )
-from ..mdm.enrollment import EnrollID
 from ..mdm.request import MDMRequest
 from . import (
     NOT_NOW,
