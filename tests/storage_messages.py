@@ -1,6 +1,10 @@
 """Messages for driving a storage backend directly, as the core service does."""
 
 import plistlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from twisted.logger import globalLogPublisher
 
 from nanomdm_tw.mdm.messages import decode_checkin, decode_command, decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
@@ -34,3 +38,19 @@ async def enroll(store, udid: str = "DEVICE-1", token: bytes = b"\xde\xad\xbe\xe
     update = checkin("TokenUpdate", udid, Topic=TOPIC, Token=token, PushMagic="MAGIC-" + udid)
     await store.store_token_update(request, update)
     return request
+
+
+@contextmanager
+def retries_logged() -> Iterator[list]:
+    """The log events of interactions retried meanwhile (deadlocks, lock waits, lost links)."""
+    retries = []
+
+    def observer(event):
+        if "retrying" in event.get("log_format", ""):
+            retries.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield retries
+    finally:
+        globalLogPublisher.removeObserver(observer)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.logger import globalLogPublisher
 
 from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.storage.mysql import MySQLStorage
@@ -21,7 +20,7 @@ from nanomdm_tw.tools.sim import make_command as make_sim_command
 
 from . import mysqlserver, pgsqlserver
 from .serving import serve
-from .storage_messages import command, enroll, report
+from .storage_messages import command, enroll, report, retries_logged
 
 
 @dataclass
@@ -100,36 +99,29 @@ async def test_one_command_enqueued_to_batches_at_once(storage, database):
 async def test_two_hundred_answers_to_one_command_with_delete(server, database):
     store = server.storage_class(database.dsn, {"delete": True, "max_open_conns": 10})
     await store.open()
-    retries = []
-
-    def observer(event):
-        if "retrying" in event.get("log_format", ""):
-            retries.append(event)
-
-    globalLogPublisher.addObserver(observer)
     try:
-        requests = [await enroll(store, f"ANSWER-{i:03d}") for i in range(200)]
-        ids = [r.enroll_id.id for r in requests]
-        assert await store.enqueue_command(ids, command("CMD-SHARED")) == {}
-        nexts = await defer.gatherResults(
-            [
-                defer.ensureDeferred(
-                    store.report_and_next(
-                        r, report("Acknowledged", "CMD-SHARED", r.enroll_id.id), False
+        with retries_logged() as retries:
+            requests = [await enroll(store, f"ANSWER-{i:03d}") for i in range(200)]
+            ids = [r.enroll_id.id for r in requests]
+            assert await store.enqueue_command(ids, command("CMD-SHARED")) == {}
+            nexts = await defer.gatherResults(
+                [
+                    defer.ensureDeferred(
+                        store.report_and_next(
+                            r, report("Acknowledged", "CMD-SHARED", r.enroll_id.id), False
+                        )
                     )
-                )
-                for r in requests
-            ],
-            consumeErrors=True,
-        )
-        assert nexts == [None] * 200
-        assert await store.row_counts() == {
-            "commands": 0, "command_results": 0, "enrollment_queue": 0
-        }
-        assert retries == []  # no deadlock, lock wait or serialization failure retried
-        assert len(store._pool.connections) > 1  # the answers really ran side by side
+                    for r in requests
+                ],
+                consumeErrors=True,
+            )
+            assert nexts == [None] * 200
+            assert await store.row_counts() == {
+                "commands": 0, "command_results": 0, "enrollment_queue": 0
+            }
+            assert retries == []  # no deadlock, lock wait or serialization failure retried
+            assert len(store._pool.connections) > 1  # the answers really ran side by side
     finally:
-        globalLogPublisher.removeObserver(observer)
         await store.close()
 
 

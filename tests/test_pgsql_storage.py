@@ -108,11 +108,11 @@ def test_schema_command_creates_checks_and_reports(capsys):
         assert "the database lacks: table devices, table users" in capsys.readouterr().out
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
         assert capsys.readouterr().out.splitlines() == [
-            "schema upgraded from version 0 to 2",
-            "schema complete (version 2)",
+            "schema upgraded from version 0 to 3",
+            "schema complete (version 3)",
         ]
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
-        assert capsys.readouterr().out.splitlines() == ["schema complete (version 2)"]
+        assert capsys.readouterr().out.splitlines() == ["schema complete (version 3)"]
         empty.query("DROP INDEX idx_queue_next")
         empty.query("DROP TRIGGER update_at_to_current_timestamp ON commands")
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn, "--check"]) == 1
@@ -139,9 +139,30 @@ def test_expected_schema_names_nanomdm_tables_and_our_column():
         "index enrollment_queue.idx_enrollment_queue_active_retrieval",
         "index command_results.idx_command_results_lookup", "index devices.serial_number",
         "trigger devices.update_at_to_current_timestamp",
+        "index enrollments.idx_enrollments_device_id",
+        "index enrollment_queue.idx_enrollment_queue_command_uuid",
+        "index command_results.idx_command_results_command_uuid",
+        "index cert_auth_associations.idx_sha256",
     ):
         assert item in expected
     assert not any(word in item for item in expected for word in ("PRIMARY", "CHECK", "ON"))
+
+
+def test_a_version_2_database_gains_the_lookup_indexes():
+    database = ThrowawayDatabase()
+    try:
+        for index in ("idx_enrollments_device_id", "idx_enrollment_queue_command_uuid",
+                      "idx_command_results_command_uuid", "idx_sha256"):
+            database.query(f"DROP INDEX {index}")
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql", check_only=True) == (
+            2, 2, ["index enrollments.idx_enrollments_device_id",
+                   "index enrollment_queue.idx_enrollment_queue_command_uuid",
+                   "index command_results.idx_command_results_command_uuid",
+                   "index cert_auth_associations.idx_sha256"]
+        )
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, 3, [])
+    finally:
+        database.drop()
 
 
 @pytest_twisted.ensureDeferred
@@ -350,7 +371,7 @@ def nanomdm_database() -> ThrowawayDatabase:
     database = ThrowawayDatabase(with_schema=False)
     for statement in NANOMDM_DDL:
         database.query(statement)
-    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, 2, [])
+    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, 3, [])
     return database
 
 

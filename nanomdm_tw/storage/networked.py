@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from ..mdm.messages import CommandReport
 from . import NOT_NOW
 from .interfaces import StorageUnreachable
-from .sql import SQLStorage
+from .sql import SQLStorage, schema_files
 
 DEFAULT_MAX_OPEN_CONNS = 10
 DEFAULT_MIN_OPEN_CONNS = 3
@@ -160,9 +160,12 @@ class NetworkedStorage(SQLStorage):
         self._start_last_seen()
 
     def _schema_version(self, txn: Transaction) -> int:
+        """The latest version when nothing is missing; else 2 with our seq column, 1 without."""
         present = self.present_columns(txn)
         if not present:
             return 0
+        if not self.missing_schema(txn):
+            return schema_files(self.dialect.name)[-1][0]
         return 2 if "enrollment_queue.seq" in present else 1
 
     def _set_schema_version(self, txn: Transaction, version: int) -> None:

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..mdm.enrollment import EnrollID
 from ..mdm.messages import (
     Authenticate,
     Command,
@@ -162,14 +163,6 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
-
-
-def _ids_and_sub_enrollments(column: str) -> str:
-    """A WHERE clause on ``column``: the enrollment (param 1) and its user channels (param 2)."""
-    return (
-        f"({column} = ? OR {column} IN "
-        "(SELECT e.id FROM enrollments AS e WHERE e.device_id = ?))"
-    )
 
 
 def _empty_to_null(value: str) -> str | None:
@@ -493,15 +486,18 @@ class SQLStorage:
         self._upsert_user(txn, request, message, column)
 
     def disable(self, request: MDMRequest) -> Deferred:
-        return self._interact(self._disable, request.enroll_id.id)
+        return self._interact(self._disable, request.enroll_id)
 
-    def _disable(self, txn, enrollment_id):
+    def _disable(self, txn, enroll_id: EnrollID):
+        # A device's rows are its own and its user channels' (device_id is the
+        # device's ID in both); one indexed column each way, never an OR of two.
+        column = "id" if enroll_id.is_user_channel else "device_id"
         self._execute(
             txn,
             "UPDATE enrollments SET enabled = FALSE, token_update_tally = 0, "
             "last_seen_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP "
-            "WHERE (id = ? OR device_id = ?) AND enabled = TRUE",
-            (enrollment_id, enrollment_id),
+            f"WHERE {column} = ? AND enabled = TRUE",
+            (enroll_id.id,),
         )
 
     # -- the command queue ----------------------------------------------------
@@ -656,17 +652,30 @@ class SQLStorage:
         return Command(command_uuid=row[0], request_type=row[1], raw=as_bytes(row[2]))
 
     def clear_queue(self, request: MDMRequest) -> Deferred:
-        return self._interact(self._clear_queue, request.enroll_id.id)
+        return self._interact(self._clear_queue, request.enroll_id)
 
-    def _clear_queue(self, txn, enrollment_id: str):
-        ids = (enrollment_id, enrollment_id)
+    def _channel_ids(self, txn, enroll_id: EnrollID) -> list[str]:
+        """
+        The enrollment and, for a device, its user channels, sorted.
+
+        Read first so that the queue statements name their rows exactly: an
+        ``id = ? OR id IN (subquery)`` in an UPDATE is a full index scan on
+        MariaDB, which locks every row it reads, other enrollments' too.
+        """
+        if enroll_id.is_user_channel:
+            return [enroll_id.id]
+        rows = self._all(txn, "SELECT id FROM enrollments WHERE device_id = ?", (enroll_id.id,))
+        return sorted({enroll_id.id, *(row[0] for row in rows)})
+
+    def _clear_queue(self, txn, enroll_id: EnrollID):
+        ids = self._channel_ids(txn, enroll_id)
+        of_ids = f"id IN ({_marks(len(ids))})"
         if not self._delete:
             # As NanoMDM: unanswered (or NotNow) commands become inactive, kept as history.
             self._execute(
                 txn,
                 "UPDATE enrollment_queue SET active = FALSE, "
-                "updated_at = CURRENT_TIMESTAMP "
-                f"WHERE {_ids_and_sub_enrollments('id')} AND active = TRUE "
+                f"updated_at = CURRENT_TIMESTAMP WHERE {of_ids} AND active = TRUE "
                 "AND NOT EXISTS (SELECT 1 FROM command_results AS r "
                 "WHERE r.id = enrollment_queue.id "
                 "AND r.command_uuid = enrollment_queue.command_uuid "
@@ -677,16 +686,11 @@ class SQLStorage:
         command_uuids = [
             row[0]
             for row in self._all(
-                txn,
-                "SELECT DISTINCT command_uuid FROM enrollment_queue "
-                f"WHERE {_ids_and_sub_enrollments('id')}",
-                ids,
+                txn, f"SELECT DISTINCT command_uuid FROM enrollment_queue WHERE {of_ids}", ids
             )
         ]
         for table in ("command_results", "enrollment_queue"):
-            self._execute(
-                txn, f"DELETE FROM {table} WHERE {_ids_and_sub_enrollments('id')}", ids
-            )
+            self._execute(txn, f"DELETE FROM {table} WHERE {of_ids}", ids)
         self._collect_commands(txn, command_uuids)
 
     # -- bootstrap token, tally, push ----------------------------------------

@@ -11,6 +11,7 @@ generator, gives the framework's ceiling on this machine.
 """
 
 import argparse
+import dataclasses
 import os
 import pickle
 import secrets
@@ -21,7 +22,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
@@ -37,6 +40,8 @@ from ..settings import Settings, StorageSpec
 from ..storage.dsn import parse_dsn
 from ..workers import AUTO, default_workers, usable_cpus
 from . import schema
+from ..storage.sqlite import SQLiteStorage
+from . import schema, seed
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
 
 HOST = "127.0.0.1"
@@ -185,12 +190,45 @@ class _Child(ProcessProtocol):
         self.ended.callback(None)
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int | str) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu_seconds(tid: int) -> float:
+    """CPU time of one thread of any process (/proc/<tid>/stat counts its whole process)."""
+    try:
+        status = Path(f"/proc/{tid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    tgid = status.split("\nTgid:", 1)[1].split()[0]
+    return _cpu_seconds(f"{tgid}/task/{tid}")
+
+
+class _DatabaseCPU:
+    """
+    CPU time of the database server's threads (processes) serving a database, while sampled.
+
+    MariaDB hands a new connection a cached thread that has run others'
+    queries before, so each thread counts from when it is first seen here.
+    """
+
+    def __init__(self, threads: Callable[[], list[int]]):
+        self._threads = threads
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+
+    def sample(self) -> None:
+        for tid in self._threads():
+            self._last[tid] = _thread_cpu_seconds(tid)
+            self._first.setdefault(tid, self._last[tid])
+
+    @property
+    def seconds(self) -> float:
+        return sum(last - self._first[tid] for tid, last in self._last.items())
 
 
 def _children(pid: int) -> list[int]:
@@ -356,6 +394,7 @@ class Figure:
     @property
     def label(self) -> str:
         return f"{self.target} x{self.workers}" if self.workers else self.target
+    database_cpu: float = 0.0  # share of one core: the database server, on our connections
 
     @property
     def rate(self) -> float:
@@ -365,6 +404,11 @@ class Figure:
     def server_cpu_ms(self) -> float:
         """Server CPU (all its processes and threads) per request, in milliseconds."""
         return self.server_cpu / self.rate * 1000
+
+    @property
+    def database_cpu_ms(self) -> float:
+        """Database server CPU per request, in milliseconds."""
+        return self.database_cpu / self.rate * 1000
 
 
 class Bench:
@@ -411,8 +455,14 @@ class Bench:
         ]
         await task.deferLater(self.reactor, max(0.0, start_at - time.monotonic()))
         cpu_at_start = server.cpu_seconds()
+        database_cpu = self.database_cpu(target)
+        sampling = task.LoopingCall(database_cpu.sample)
+        sampling.clock = self.reactor
+        sampling.start(0.25)
         await gatherResults([w.child.ended for w in workers])
         server_cpu = server.cpu_seconds() - cpu_at_start
+        sampling.stop()
+        database_cpu.sample()
         results: list[WorkerResult] = []
         for path in paths:
             result_path = Path(str(path) + ".result")
@@ -435,6 +485,7 @@ class Bench:
             sum(r.errors for r in results),
             server_cpu / seconds,
             sum(r.cpu_seconds for r in results) / seconds,
+            database_cpu.seconds / seconds,
         )
 
     async def start(self, argv: list[str], port: int, name: str) -> _Process:
@@ -489,12 +540,13 @@ class Bench:
                 server,
                 port,
                 storage,
-                "enroll (untimed)",
+                "Authenticate + TokenUpdate",
                 [[d.authenticate, d.token_update] for d in devices],
             )
             if enroll.errors:
                 raise SystemExit(f"nanomdm-bench: {enroll.errors} enrollment errors")
             figures = [
+                enroll,
                 await self.measure(
                     server,
                     port,
@@ -546,6 +598,14 @@ class Bench:
         self.databases.clear()
         for folder in self.folder.glob("db-*"):
             shutil.rmtree(folder)
+
+    def database_cpu(self, storage: str) -> "_DatabaseCPU":
+        """A meter of the (local) database server's CPU on the connections to our database."""
+        if storage not in self.databases:
+            return _DatabaseCPU(list)
+        admin, server = _SERVERS[storage][0], getattr(self.args, storage)
+        query, database = _CONNECTION_THREADS[storage], self.databases[storage]
+        return _DatabaseCPU(lambda: [row[0] for row in admin(server, query, database)])
 
     async def round_trips(self, storage: str, ca: DevelopmentCA, devices: int = 5) -> dict[str, float]:
         """SQL round trips (statements + commits) per request, counted in the storage layer."""
@@ -620,23 +680,31 @@ class Bench:
         ]
 
 
-def _mysql_admin(server_dsn: str, statement: str) -> None:
+def _mysql_admin(server_dsn: str, statement: str, *args: Any) -> list[tuple]:
     import pymysql
 
     connection = pymysql.connect(**parse_dsn(server_dsn).connect_kwargs())
     try:
         with connection.cursor() as cursor:
-            cursor.execute(statement)
+            cursor.execute(statement, args or None)
+            return list(cursor.fetchall())
     finally:
         connection.close()
 
 
-def _pgsql_admin(server_dsn: str, statement: str) -> None:
+def _pgsql_admin(server_dsn: str, statement: str, *args: Any) -> list[tuple]:
     import psycopg
 
     with psycopg.connect(f"{server_dsn} dbname=postgres", autocommit=True) as connection:
-        connection.execute(statement)
+        cursor = connection.execute(statement, args or None)
+        return cursor.fetchall() if cursor.description else []
 
+
+# The OS threads (MariaDB/MySQL) or processes (PostgreSQL) serving a database's connections.
+_CONNECTION_THREADS = {
+    "mysql": "SELECT TID FROM information_schema.PROCESSLIST WHERE DB = %s",
+    "pgsql": "SELECT pid FROM pg_stat_activity WHERE datname = %s",
+}
 
 # Backends on a database server: (run a statement on the server, the DSN of one database).
 _SERVERS = {
@@ -679,6 +747,49 @@ def _scaling_table(figures: list[Figure]) -> str:
             for f in sorted(run, key=lambda f: f.workers)
         ]  # fmt: skip
     return _columns(rows) if len(rows) > 1 else ""
+# --seed-rows: the same phases on a store with a history, against the empty one.
+
+
+async def _seeded_figures(
+    bench: Bench, storage: str, ca_path: Path, devices: list[_Device], workers: int
+) -> list[Figure]:
+    """The phases again, on a fresh store seeded with --seed-rows queue + result rows."""
+    rows = bench.args.seed_rows
+    bench.forget_databases()
+    dsn = bench.dsn(storage)
+    if storage == "sqlite":
+        store = SQLiteStorage(dsn)
+        await store.open()  # the schema
+        await store.close()
+    print(f"seeding {storage}: {rows:,} queue + result rows over "
+          f"{seed.enrollments_for(rows):,} enrollments...", flush=True)
+    started = time.monotonic()
+    seed.seed_store(storage, dsn, rows, lambda line: print("  " + line, flush=True))
+    print(f"  seeded in {time.monotonic() - started:.0f} s", flush=True)
+    figures = await bench.nanomdm(storage, ca_path, devices, workers)
+    return [dataclasses.replace(f, target=f"{storage} seeded") for f in figures]
+
+
+def _seeded_table(figures: list[Figure]) -> str:
+    """Per backend and phase: empty and seeded store side by side, with seeded/empty ratios."""
+    empty = {(f.target, f.phase, f.workers): f for f in figures}
+    rows = [("target", "phase", "req/s", "seeded", "ratio", "p50 ms", "seeded", "ratio",
+             "CPU ms/req", "seeded", "ratio", "DB ms/req", "seeded", "ratio")]
+    for seeded in figures:
+        if not seeded.target.endswith(" seeded"):
+            continue
+        base = empty[(seeded.target.removesuffix(" seeded"), seeded.phase, seeded.workers)]
+        row = [base.target, seeded.phase]
+        for a, b, digits in (
+            (base.rate, seeded.rate, 0),
+            (base.p50_ms, seeded.p50_ms, 2),
+            (base.server_cpu_ms, seeded.server_cpu_ms, 3),
+            (base.database_cpu_ms, seeded.database_cpu_ms, 3),
+        ):
+            ratio = f"{b / a:.2f}" if a else "-"
+            row += [f"{a:,.{digits}f}", f"{b:,.{digits}f}", ratio]
+        rows.append(tuple(row))
+    return _columns(rows)
 
 
 def _table(figures: list[Figure], ceiling: float) -> str:
@@ -749,6 +860,11 @@ async def _main(reactor, args: argparse.Namespace) -> None:
                     bench.forget_databases()
                 if storage != "inmem":
                     round_trips[storage] = await bench.round_trips(storage, ca)
+                if args.seed_rows and storage != "inmem":
+                    workers = _worker_counts(args.workers, storage)[0]
+                    figures += await _seeded_figures(
+                        bench, storage, folder / "ca" / "ca.pem", devices, workers
+                    )
         finally:
             await bench.pool.closeCachedConnections()
             bench.forget_databases()
@@ -770,6 +886,11 @@ async def _main(reactor, args: argparse.Namespace) -> None:
     if scaling:
         print("\nScaling with --workers (req/s against the fewest processes):")
         print(scaling)
+    if args.seed_rows:
+        print(f"\nSeeded ({args.seed_rows:,} queue + result rows) vs empty store; DB ms/req:\n"
+              "CPU of the database server's threads (MariaDB) or processes (PostgreSQL)\n"
+              "serving the run's database, per request (local servers; 0 for SQLite):")
+        print(_seeded_table(figures))
     for storage, per_request in round_trips.items():
         print(f"\nSQL round trips per request, {storage} (statements + commits):")
         for request_type, trips in per_request.items():
@@ -819,6 +940,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_worker_list,
         help="comma-separated server process counts to compare, each a number or auto"
         " (nanomdm's --workers; inmem always runs one) [default: the server's default]",
+    )
+    parser.add_argument(
+        "--seed-rows",
+        type=int,
+        default=0,
+        help="also run each SQL backend on a store seeded with this many queue + result "
+        "rows over a tenth as many enrollments, and compare",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser

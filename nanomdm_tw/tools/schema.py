@@ -7,7 +7,8 @@ nanomdm-tw-schema: create NanoMDM's MySQL or PostgreSQL schema, or report what a
     nanomdm-tw-schema mysql --print                                           # the DDL
 
 A database NanoMDM created is upgraded by adding our one column
-(enrollment_queue.seq); NanoMDM keeps working on it.  A short run of its
+(enrollment_queue.seq) and, on PostgreSQL, indexes for lookups its schema
+leaves to full scans; NanoMDM keeps working on it.  A short run of its
 own, outside the server, because DDL is not something several servers
 starting at once should race to do.
 """
@@ -55,6 +56,11 @@ def _pgsql() -> _Dialect:
 
 
 _DIALECTS = {"mysql": _mysql, "pgsql": _pgsql}
+
+
+def connect(dsn: str, dialect: str = "mysql") -> tuple[SQLStorage, Any]:
+    """A plain DB-API connection to the database at ``dsn``, and the backend reading its DSN."""
+    return _DIALECTS[dialect]().connect(dsn)
 
 
 def upgrade(
