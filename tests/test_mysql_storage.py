@@ -5,6 +5,7 @@ batched last-seen, retries and reconnection.  The storage semantics
 themselves are the conformance suite's (mysql is one of its backends).
 """
 
+import base64
 import ssl
 
 import pymysql
@@ -31,6 +32,7 @@ from nanomdm_tw.tools.sim import SimulatedDevice, make_identity
 
 from .mysqlserver import ThrowawayDatabase
 from .serving import serve
+from . import nanomdm_sql
 from .storage_messages import TOPIC, checkin, command, enroll, report
 
 
@@ -184,90 +186,6 @@ async def test_open_refuses_a_database_without_the_schema():
 
 # -- NanoMDM compatibility ---------------------------------------------------------
 
-# NanoMDM's MySQL schema as its repository documents it (storage/mysql/schema.sql)
-# followed by its upgrade files, applied in order; CHECKs and comments left out.
-NANOMDM_DDL = [
-    """CREATE TABLE devices (
-        id VARCHAR(255) NOT NULL, identity_cert TEXT NULL, serial_number VARCHAR(127) NULL,
-        unlock_token MEDIUMBLOB NULL, unlock_token_at TIMESTAMP NULL,
-        authenticate TEXT NOT NULL, authenticate_at TIMESTAMP NOT NULL,
-        token_update TEXT NULL, token_update_at TIMESTAMP NULL,
-        bootstrap_token_b64 TEXT NULL, bootstrap_token_at TIMESTAMP NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (id), INDEX (serial_number))""",
-    """CREATE TABLE users (
-        id VARCHAR(255) NOT NULL, device_id VARCHAR(255) NOT NULL,
-        user_short_name VARCHAR(255) NULL, user_long_name VARCHAR(255) NULL,
-        token_update TEXT NULL, token_update_at TIMESTAMP NULL,
-        user_authenticate TEXT NULL, user_authenticate_at TIMESTAMP NULL,
-        user_authenticate_digest TEXT NULL, user_authenticate_digest_at TIMESTAMP NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (id, device_id),
-        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
-    """CREATE TABLE enrollments (
-        id VARCHAR(255) NOT NULL, device_id VARCHAR(255) NOT NULL, user_id VARCHAR(255) NULL,
-        type VARCHAR(31) NOT NULL, topic VARCHAR(255) NOT NULL,
-        push_magic VARCHAR(127) NOT NULL, token_hex VARCHAR(255) NOT NULL,
-        enabled BOOLEAN NOT NULL DEFAULT 1, token_update_tally INTEGER NOT NULL DEFAULT 1,
-        last_seen_at TIMESTAMP NOT NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (id),
-        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        UNIQUE (user_id), INDEX (type))""",
-    """CREATE TABLE commands (
-        command_uuid VARCHAR(127) NOT NULL, request_type VARCHAR(63) NOT NULL,
-        command MEDIUMTEXT NOT NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (command_uuid))""",
-    """CREATE TABLE command_results (
-        id VARCHAR(255) NOT NULL, command_uuid VARCHAR(127) NOT NULL,
-        status VARCHAR(31) NOT NULL, result MEDIUMTEXT NOT NULL,
-        not_now_at TIMESTAMP NULL, not_now_tally INTEGER NOT NULL DEFAULT 0,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (id, command_uuid),
-        FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid)
-            ON DELETE CASCADE ON UPDATE CASCADE,
-        INDEX (status))""",
-    """CREATE TABLE enrollment_queue (
-        id VARCHAR(255) NOT NULL, command_uuid VARCHAR(127) NOT NULL,
-        active BOOLEAN NOT NULL DEFAULT 1, priority TINYINT NOT NULL DEFAULT 0,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (id, command_uuid),
-        FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid)
-            ON DELETE CASCADE ON UPDATE CASCADE)""",
-    """CREATE OR REPLACE VIEW view_queue AS
-        SELECT q.id, q.created_at, q.active, q.priority, c.command_uuid, c.request_type,
-            c.command, r.updated_at AS result_updated_at, r.status, r.result
-        FROM enrollment_queue AS q
-            INNER JOIN commands AS c ON q.command_uuid = c.command_uuid
-            LEFT JOIN command_results r ON r.command_uuid = q.command_uuid AND r.id = q.id
-        ORDER BY q.priority DESC, q.created_at""",
-    """CREATE TABLE push_certs (
-        topic VARCHAR(255) NOT NULL, cert_pem TEXT NOT NULL, key_pem TEXT NOT NULL,
-        stale_token INTEGER NOT NULL, PRIMARY KEY (topic))""",
-    """CREATE TABLE cert_auth_associations (
-        id VARCHAR(255) NOT NULL, sha256 CHAR(64) NOT NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-        PRIMARY KEY (id, sha256))""",
-    # schema.00005.sql, schema.00010.sql, schema.00011.sql
-    "ALTER TABLE command_results MODIFY result LONGTEXT",
-    "ALTER TABLE enrollment_queue ADD INDEX idx_queue_lookup "
-    "(id, active, priority DESC, created_at)",
-    "ALTER TABLE cert_auth_associations ADD INDEX idx_sha256 (sha256)",
-    "ALTER TABLE enrollments DROP FOREIGN KEY enrollments_ibfk_2",
-    "ALTER TABLE enrollments ADD CONSTRAINT enrollments_ibfk_2 FOREIGN KEY "
-    "(user_id, device_id) REFERENCES users (id, device_id) ON DELETE CASCADE ON UPDATE CASCADE",
-]
 
 
 class NanoMDMWrites:
@@ -299,9 +217,9 @@ class NanoMDMWrites:
     def token_update(self, update) -> None:
         udid = update.enroll_id.id
         self.run(
-            "UPDATE devices SET token_update = %s, token_update_at = CURRENT_TIMESTAMP "
-            "WHERE id = %s LIMIT 1",
-            update.raw, udid,
+            "UPDATE devices SET token_update = %s, token_update_at = CURRENT_TIMESTAMP, "
+            "unlock_token = %s, unlock_token_at = CURRENT_TIMESTAMP WHERE id = %s LIMIT 1",
+            update.raw, update.unlock_token, udid,
         )
         self.run(
             "INSERT INTO enrollments (id, device_id, user_id, type, topic, push_magic, "
@@ -312,6 +230,13 @@ class NanoMDMWrites:
             "token_hex = VALUES(token_hex), enabled = 1, last_seen_at = CURRENT_TIMESTAMP, "
             "token_update_tally = token_update_tally + 1",
             udid, udid, None, "Device", update.topic, update.push_magic, update.token.hex(),
+        )
+
+    def bootstrap_token(self, udid: str, token: bytes) -> None:
+        self.run(
+            "UPDATE devices SET bootstrap_token_b64 = %s, bootstrap_token_at = CURRENT_TIMESTAMP "
+            "WHERE id = %s",
+            base64.b64encode(token).decode(), udid,
         )
 
     def enqueue(self, udid: str, queued) -> None:
@@ -369,12 +294,15 @@ ROWS = {
 }
 
 
+# Every byte value, as a binary unlock token can hold.
+UNLOCK_TOKEN = bytes(range(256))
+BOOTSTRAP_TOKEN = b"\x00bootstrap\xff"
+
+
 def nanomdm_database() -> ThrowawayDatabase:
-    """A database created as NanoMDM documents it, then upgraded by our schema command."""
-    database = ThrowawayDatabase(with_schema=False)
-    for statement in NANOMDM_DDL:
-        database.query(statement)
-    assert schema_tool.upgrade(database.dsn) == (1, 2, [])
+    """A database made from NanoMDM's own schema file, verbatim, then upgraded by our command."""
+    database = nanomdm_sql.nanomdm_database("mysql")
+    assert schema_tool.upgrade(database.dsn, dialect="mysql") == (1, 2, [])
     return database
 
 
@@ -386,7 +314,10 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
     try:
         await ours.open()
         authenticate = checkin("Authenticate", Topic=TOPIC, SerialNumber="C02XYZ")
-        update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x00\xffTOKEN", PushMagic="PM-1")
+        update = checkin(
+            "TokenUpdate", Topic=TOPIC, Token=b"\x00\xffTOKEN", PushMagic="PM-1",
+            UnlockToken=UNLOCK_TOKEN,
+        )
         request = MDMRequest(authenticate.enroll_id)
         await ours.store_authenticate(request, authenticate)
         await ours.clear_queue(request)
@@ -395,6 +326,10 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
         for _ in range(2):  # the second TokenUpdate makes the tally 2
             await ours.store_token_update(request, update)
             theirs.token_update(update)
+        await ours.store_bootstrap_token(
+            request, checkin("SetBootstrapToken", BootstrapToken=BOOTSTRAP_TOKEN)
+        )
+        theirs.bootstrap_token("DEVICE-1", BOOTSTRAP_TOKEN)
         for command_uuid in ("CMD-B", "CMD-A"):
             await ours.enqueue_command(["DEVICE-1"], command(command_uuid))
             theirs.enqueue("DEVICE-1", command(command_uuid))
@@ -404,6 +339,12 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
         theirs.close()
         for table, query in ROWS.items():
             assert ours_db.query(query) == theirs_db.query(query), table
+        # Read back as NanoMDM reads them: the unlock token raw, the bootstrap token base64.
+        [(unlock_token, bootstrap_b64)] = ours_db.query(
+            "SELECT unlock_token, bootstrap_token_b64 FROM devices"
+        )
+        assert bytes(unlock_token) == UNLOCK_TOKEN
+        assert base64.b64decode(bootstrap_b64) == BOOTSTRAP_TOKEN
         enrollment = ours_db.query(ROWS["enrollments"])[0]
         assert enrollment[6] == "00ff544f4b454e" and enrollment[8] == 2
         assert ours_db.query("SELECT authenticate FROM devices")[0][0] == authenticate.raw.decode()

@@ -27,6 +27,7 @@ from nanomdm_tw.storage.sql import not_idempotent
 from nanomdm_tw.tools import schema as schema_tool
 
 from .pgsqlserver import ThrowawayDatabase
+from . import nanomdm_sql
 from .storage_messages import TOPIC, checkin, command, enroll, report
 
 
@@ -108,11 +109,11 @@ def test_schema_command_creates_checks_and_reports(capsys):
         assert "the database lacks: table devices, table users" in capsys.readouterr().out
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
         assert capsys.readouterr().out.splitlines() == [
-            "schema upgraded from version 0 to 3",
-            "schema complete (version 3)",
+            "schema upgraded from version 0 to 4",
+            "schema complete (version 4)",
         ]
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
-        assert capsys.readouterr().out.splitlines() == ["schema complete (version 3)"]
+        assert capsys.readouterr().out.splitlines() == ["schema complete (version 4)"]
         empty.query("DROP INDEX idx_queue_next")
         empty.query("DROP TRIGGER update_at_to_current_timestamp ON commands")
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn, "--check"]) == 1
@@ -160,7 +161,7 @@ def test_a_version_2_database_gains_the_lookup_indexes():
                    "index command_results.idx_command_results_command_uuid",
                    "index cert_auth_associations.idx_sha256"]
         )
-        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, 3, [])
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, 4, [])
     finally:
         database.drop()
 
@@ -177,91 +178,6 @@ async def test_open_refuses_a_database_without_the_schema():
 
 # -- NanoMDM compatibility ---------------------------------------------------------
 
-# NanoMDM's PostgreSQL schema as its repository documents it (storage/pgsql/schema.sql,
-# then schema.00001.sql); CHECKs and comments left out.
-NANOMDM_DDL = [
-    """CREATE TABLE devices (
-        id VARCHAR(255) NOT NULL, identity_cert TEXT NULL, serial_number VARCHAR(127) NULL,
-        unlock_token TEXT NULL, unlock_token_at TIMESTAMP NULL,
-        authenticate TEXT NOT NULL, authenticate_at TIMESTAMP NOT NULL,
-        token_update TEXT NULL, token_update_at TIMESTAMP NULL,
-        bootstrap_token_b64 TEXT NULL, bootstrap_token_at TIMESTAMP NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id))""",
-    "CREATE INDEX serial_number ON devices (serial_number)",
-    """CREATE TABLE users (
-        id VARCHAR(255) NOT NULL, device_id VARCHAR(255) NOT NULL,
-        user_short_name VARCHAR(255) NULL, user_long_name VARCHAR(255) NULL,
-        token_update TEXT NULL, token_update_at TIMESTAMP NULL,
-        user_authenticate TEXT NULL, user_authenticate_at TIMESTAMP NULL,
-        user_authenticate_digest TEXT NULL, user_authenticate_digest_at TIMESTAMP NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        PRIMARY KEY (id, device_id), UNIQUE (id),
-        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
-    """CREATE TABLE enrollments (
-        id VARCHAR(255) NOT NULL, device_id VARCHAR(255) NOT NULL, user_id VARCHAR(255) NULL,
-        type VARCHAR(31) NOT NULL, topic VARCHAR(255) NOT NULL,
-        push_magic VARCHAR(127) NOT NULL, token_hex VARCHAR(255) NOT NULL,
-        enabled BOOLEAN NOT NULL DEFAULT TRUE, token_update_tally INTEGER NOT NULL DEFAULT 1,
-        last_seen_at TIMESTAMP NOT NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id),
-        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        UNIQUE (user_id))""",
-    "CREATE INDEX idx_type ON enrollments (type)",
-    """CREATE TABLE commands (
-        command_uuid VARCHAR(127) NOT NULL, request_type VARCHAR(63) NOT NULL,
-        command TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (command_uuid))""",
-    """CREATE TABLE command_results (
-        id VARCHAR(255) NOT NULL, command_uuid VARCHAR(127) NOT NULL,
-        status VARCHAR(31) NOT NULL, result TEXT NOT NULL,
-        not_now_at TIMESTAMP NULL, not_now_tally INTEGER NOT NULL DEFAULT 0,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id, command_uuid),
-        FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid)
-            ON DELETE CASCADE ON UPDATE CASCADE)""",
-    "CREATE INDEX idx_status ON command_results (status)",
-    """CREATE TABLE enrollment_queue (
-        id VARCHAR(255) NOT NULL, command_uuid VARCHAR(127) NOT NULL,
-        active BOOLEAN NOT NULL DEFAULT TRUE, priority SMALLINT NOT NULL DEFAULT 0,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id, command_uuid),
-        FOREIGN KEY (id) REFERENCES enrollments (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        FOREIGN KEY (command_uuid) REFERENCES commands (command_uuid)
-            ON DELETE CASCADE ON UPDATE CASCADE)""",
-    """CREATE OR REPLACE VIEW view_queue AS
-        SELECT q.id, q.created_at, q.active, q.priority, c.command_uuid, c.request_type,
-            c.command, r.updated_at AS result_updated_at, r.status, r.result
-        FROM enrollment_queue AS q
-            INNER JOIN commands AS c ON q.command_uuid = c.command_uuid
-            LEFT JOIN command_results r ON r.command_uuid = q.command_uuid AND r.id = q.id
-        ORDER BY q.priority DESC, q.created_at""",
-    """CREATE TABLE push_certs (
-        topic VARCHAR(255) NOT NULL, cert_pem TEXT NOT NULL, key_pem TEXT NOT NULL,
-        stale_token INTEGER NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (topic))""",
-    """CREATE TABLE cert_auth_associations (
-        id VARCHAR(255) NOT NULL, sha256 CHAR(64) NOT NULL,
-        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id, sha256))""",
-    """CREATE FUNCTION update_current_timestamp() RETURNS TRIGGER AS $$
-        BEGIN NEW.updated_at = now(); RETURN NEW; END; $$ language 'plpgsql'""",
-    *(
-        f"CREATE TRIGGER update_at_to_current_timestamp BEFORE UPDATE ON {table} "
-        "FOR EACH ROW EXECUTE PROCEDURE update_current_timestamp()"
-        for table in ("devices", "users", "enrollments", "commands", "command_results",
-                      "enrollment_queue", "push_certs", "cert_auth_associations")
-    ),
-    # schema.00001.sql
-    "CREATE INDEX idx_enrollment_queue_active_retrieval "
-    "ON enrollment_queue (id, priority DESC, created_at) WHERE active = TRUE",
-    "CREATE INDEX idx_command_results_lookup ON command_results (id, command_uuid) "
-    "INCLUDE (status, updated_at)",
-]
 
 
 class NanoMDMWrites:
@@ -297,9 +213,9 @@ class NanoMDMWrites:
     def token_update(self, update) -> None:
         udid = update.enroll_id.id
         self.run(
-            "UPDATE devices SET token_update = %s, token_update_at = CURRENT_TIMESTAMP "
-            "WHERE id = %s",
-            update.raw.decode(), udid,
+            "UPDATE devices SET token_update = %s, token_update_at = CURRENT_TIMESTAMP, "
+            "unlock_token = %s, unlock_token_at = CURRENT_TIMESTAMP WHERE id = %s",
+            update.raw.decode(), update.unlock_token, udid,
         )
         self.run(
             "INSERT INTO enrollments (id, device_id, user_id, type, topic, push_magic, "
@@ -311,6 +227,13 @@ class NanoMDMWrites:
             "token_hex = EXCLUDED.token_hex, enabled = TRUE, last_seen_at = CURRENT_TIMESTAMP, "
             "token_update_tally = enrollments.token_update_tally + 1",
             udid, udid, None, "Device", update.topic, update.push_magic, update.token.hex(),
+        )
+
+    def bootstrap_token(self, udid: str, token: bytes) -> None:
+        self.run(
+            "UPDATE devices SET bootstrap_token_b64 = %s, bootstrap_token_at = CURRENT_TIMESTAMP "
+            "WHERE id = %s",
+            base64.b64encode(token).decode(), udid,
         )
 
     def enqueue(self, udids: list[str], queued) -> None:
@@ -354,7 +277,7 @@ class NanoMDMWrites:
 
 
 ROWS = {
-    "devices": "SELECT id, identity_cert, serial_number, authenticate, "
+    "devices": "SELECT id, identity_cert, serial_number, unlock_token, authenticate, "
     "token_update, bootstrap_token_b64 FROM devices ORDER BY id",
     "enrollments": "SELECT id, device_id, user_id, type, topic, push_magic, token_hex, "
     "enabled, token_update_tally, last_seen_at IS NOT NULL FROM enrollments ORDER BY id",
@@ -366,12 +289,15 @@ ROWS = {
 }
 
 
+# Every byte value: a token NanoMDM's TEXT column of old could not hold.
+UNLOCK_TOKEN = bytes(range(256))
+BOOTSTRAP_TOKEN = b"\x00bootstrap\xff"
+
+
 def nanomdm_database() -> ThrowawayDatabase:
-    """A database created as NanoMDM documents it, then upgraded by our schema command."""
-    database = ThrowawayDatabase(with_schema=False)
-    for statement in NANOMDM_DDL:
-        database.query(statement)
-    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, 3, [])
+    """A database made from NanoMDM's own schema file, verbatim, then upgraded by our command."""
+    database = nanomdm_sql.nanomdm_database("pgsql")
+    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, 4, [])
     return database
 
 
@@ -383,7 +309,10 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
     try:
         await ours.open()
         authenticate = checkin("Authenticate", Topic=TOPIC, SerialNumber="C02XYZ")
-        update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x00\xffTOKEN", PushMagic="PM-1")
+        update = checkin(
+            "TokenUpdate", Topic=TOPIC, Token=b"\x00\xffTOKEN", PushMagic="PM-1",
+            UnlockToken=UNLOCK_TOKEN,
+        )
         request = MDMRequest(authenticate.enroll_id)
         await ours.store_authenticate(request, authenticate)
         await ours.clear_queue(request)
@@ -392,6 +321,10 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
         for _ in range(2):  # the second TokenUpdate makes the tally 2
             await ours.store_token_update(request, update)
             theirs.token_update(update)
+        await ours.store_bootstrap_token(
+            request, checkin("SetBootstrapToken", BootstrapToken=BOOTSTRAP_TOKEN)
+        )
+        theirs.bootstrap_token("DEVICE-1", BOOTSTRAP_TOKEN)
         for command_uuid in ("CMD-B", "CMD-A"):
             await ours.enqueue_command(["DEVICE-1"], command(command_uuid))
             theirs.enqueue(["DEVICE-1"], command(command_uuid))
@@ -401,6 +334,12 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
             theirs.report("DEVICE-1", answer)
         for table, query in ROWS.items():
             assert ours_db.query(query) == theirs_db.query(query), table
+        # Read back as NanoMDM reads them: the unlock token raw, the bootstrap token base64.
+        [(unlock_token, bootstrap_b64)] = ours_db.query(
+            "SELECT unlock_token, bootstrap_token_b64 FROM devices"
+        )
+        assert bytes(unlock_token) == UNLOCK_TOKEN
+        assert base64.b64decode(bootstrap_b64) == BOOTSTRAP_TOKEN
         enrollment = ours_db.query(ROWS["enrollments"])[0]
         assert enrollment[6] == "00ff544f4b454e" and enrollment[8] == 2
         assert ours_db.query("SELECT authenticate FROM devices")[0][0] == authenticate.raw.decode()
@@ -433,16 +372,34 @@ async def test_rows_we_write_are_the_rows_nanomdm_writes():
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_binary_unlock_token_is_stored_base64(storage, database):
-    """NanoMDM's raw bytes in a TEXT column fail for binary tokens; base64 always fits."""
+async def test_the_unlock_token_is_stored_raw_in_bytea(storage, database):
+    """As NanoMDM's schema has it: BYTEA holding the token's bytes, whatever they are."""
     request = await enroll(storage)
-    token = bytes(range(256))
-    update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x01", PushMagic="PM", UnlockToken=token)
+    update = checkin(
+        "TokenUpdate", Topic=TOPIC, Token=b"\x01", PushMagic="PM", UnlockToken=UNLOCK_TOKEN
+    )
     await storage.store_token_update(request, update)
-    [(stored,)] = database.query("SELECT unlock_token FROM devices")
-    assert base64.b64decode(stored) == token
-    with pytest.raises(psycopg.errors.CharacterNotInRepertoire):
-        database.query("UPDATE devices SET unlock_token = convert_from(%s, 'UTF8')", token)
+    assert database.query("SELECT unlock_token FROM devices") == [(UNLOCK_TOKEN,)]
+
+
+def test_version_4_turns_base64_text_unlock_tokens_into_bytea():
+    """Databases made by our earlier schema held base64 text; the upgrade decodes it."""
+    database = ThrowawayDatabase()
+    try:
+        database.query("ALTER TABLE devices ALTER COLUMN unlock_token TYPE TEXT")
+        database.query(
+            "INSERT INTO devices (id, authenticate, authenticate_at, unlock_token) "
+            "VALUES ('D', 'a', CURRENT_TIMESTAMP, %s)",
+            base64.b64encode(UNLOCK_TOKEN).decode(),
+        )
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql", check_only=True) == (
+            2, 2, ["type devices.unlock_token bytea"]
+        )
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, 4, [])
+        assert database.query("SELECT unlock_token FROM devices") == [(UNLOCK_TOKEN,)]
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (4, 4, [])
+    finally:
+        database.drop()
 
 
 # -- the queue -----------------------------------------------------------------

@@ -5,7 +5,7 @@ NanoMDM's tables are ours (ours add ``enrollment_queue.seq``), so reading is
 one SELECT per kind, streamed through a server-side cursor so that a large
 table never sits in memory whole.  What the dialects store differently is
 decoded here: the unlock token (a BLOB or BYTEA, or base64 text in our
-PostgreSQL schema), the bootstrap token (base64 text), times (read as Unix
+PostgreSQL schema before its version 4), the bootstrap token (base64 text), times (read as Unix
 seconds).
 """
 

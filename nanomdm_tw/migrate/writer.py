@@ -78,7 +78,7 @@ class Writer:
         )  # fmt: skip
 
         def row(d):
-            unlock = None if d.unlock_token is None else self._storage._unlock_token(d.unlock_token)
+            unlock = None if d.unlock_token is None else self._storage._binary(d.unlock_token)
             bootstrap = d.bootstrap_token and base64.b64encode(d.bootstrap_token).decode("ascii")
             return (
                 d.id, d.identity_cert_pem, d.serial_number, unlock, d.authenticate,

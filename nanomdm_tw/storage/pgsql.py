@@ -10,7 +10,6 @@ worth a second try, the schema as NanoMDM's tables plus our
 Works on PostgreSQL 11+ (INCLUDE indexes, SKIP LOCKED, IDENTITY columns).
 """
 
-import base64
 import os
 import re
 from dataclasses import dataclass
@@ -140,9 +139,9 @@ class PgSQLStorage(NetworkedStorage):
         """psycopg sends its own BEGIN before the first statement: one more round trip."""
         self._count_round_trip()
 
-    def _unlock_token(self, token: bytes) -> str:
-        """Base64: NanoMDM's TEXT column cannot hold the token's arbitrary bytes."""
-        return base64.b64encode(token).decode("ascii")
+    def _binary(self, value: bytes) -> psycopg.Binary:
+        """BYTEA, as NanoMDM's schema has it (plain bytes are bound as text here)."""
+        return psycopg.Binary(value)
 
     @staticmethod
     def always_retryable(error: BaseException) -> bool:
@@ -168,6 +167,7 @@ _CREATE_TABLE = re.compile(r"^CREATE TABLE (\w+)", re.M)
 _CREATE_VIEW = re.compile(r"^CREATE (?:OR REPLACE )?VIEW (\w+)", re.M)
 _CREATE_INDEX = re.compile(r"^CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON (\w+)", re.M)
 _CREATE_TRIGGER = re.compile(r"^CREATE TRIGGER (\w+) .* ON (\w+)", re.M)
+_ALTER_TYPE = re.compile(r"ALTER TABLE (\w+) ALTER COLUMN (\w+) TYPE (\w+)")
 _ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+)\s+ADD COLUMN (?:IF NOT EXISTS )?(\w+)", re.M)
 _COLUMN = re.compile(r"^[ ]+(\w+)[ ]+[A-Z]+", re.M)
 _NOT_COLUMNS = {"PRIMARY", "FOREIGN", "CHECK", "UNIQUE", "CONSTRAINT", "REFERENCES", "ON",
@@ -195,6 +195,9 @@ def expected_schema() -> list[str]:
                 expected.append(f"trigger {match.group(2)}.{match.group(1)}")
             elif match := _ADD_COLUMN.match(statement):
                 expected.append(f"column {match.group(1)}.{match.group(2)}")
+            elif match := _ALTER_TYPE.search(statement):
+                table, column, kind = match.groups()
+                expected.append(f"type {table}.{column} {kind.lower()}")
     return list(dict.fromkeys(expected))
 
 
@@ -207,7 +210,9 @@ def missing_schema(txn) -> list[str]:
         "UNION ALL SELECT 'index ' || tablename || '.' || indexname FROM pg_indexes "
         "WHERE schemaname = current_schema() "
         "UNION ALL SELECT DISTINCT 'trigger ' || event_object_table || '.' || trigger_name "
-        "FROM information_schema.triggers WHERE trigger_schema = current_schema()"
+        "FROM information_schema.triggers WHERE trigger_schema = current_schema() "
+        "UNION ALL SELECT 'type ' || table_name || '.' || column_name || ' ' || data_type "
+        "FROM information_schema.columns WHERE table_schema = current_schema()"
     )
     present.update(row[0] for row in txn.fetchall())
     return report_missing(expected_schema(), present)

@@ -368,9 +368,9 @@ class SQLStorage:
         )
         self._execute(txn, query, (enrollment_id, cert_pem, serial_number, raw))
 
-    def _unlock_token(self, token: bytes) -> Any:
-        """The unlock token as its column holds it: a BLOB, unless the backend says otherwise."""
-        return token
+    def _binary(self, value: bytes) -> Any:
+        """Bytes bound for a binary column (the unlock token's BLOB or BYTEA)."""
+        return value
 
     def _require_device(self, txn: Transaction, device_id: str) -> None:
         if self._one(txn, "SELECT 1 FROM devices WHERE id = ?", (device_id,)) is None:
@@ -398,7 +398,7 @@ class SQLStorage:
             if message.unlock_token:
                 # Kept on its own: a later TokenUpdate may not repeat it.
                 assignments += ["unlock_token = ?", "unlock_token_at = CURRENT_TIMESTAMP"]
-                args.append(self._unlock_token(message.unlock_token))
+                args.append(self._binary(message.unlock_token))
             self._execute(
                 txn,
                 f"UPDATE devices SET {', '.join(assignments)} WHERE id = ?",
