@@ -40,7 +40,7 @@ from .services.gettoken import GetTokenRegistry
 from .services.interfaces import IMDMService
 from .services.integrations import Integrations
 from .storage import make_storage
-from .storage.interfaces import IStorage, StorageUnreachable
+from .storage.interfaces import IPushCertStore, IStorage, StorageUnreachable
 from .settings import Settings
 from .storage.multi import MultiStorage
 from .workers import WorkerPool, adopt_listening_socket
@@ -99,6 +99,7 @@ def build_root(
     pusher: Pusher | None = None,
     reactor=None,
     integrations: Integrations | None = None,
+    push_certs: IPushCertStore | None = None,
 ) -> Resource:
     root = Directory()
     root.putChild(b"version", VersionResource())
@@ -118,7 +119,7 @@ def build_root(
         escrow = EscrowKeyUnlockResource(
             storage, reactor, settings.escrow_key_unlock_url, settings.apns_ca_pem()
         )
-        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow))
+        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs))
         if settings.migration:
             # Check-ins from another server's export: API-authenticated, no device identity.
             migration_chain = build_service_chain(settings, storage, cert_auth=False)
@@ -213,6 +214,7 @@ class NanoMDMService(Service):
             self.push_service.push,
             self._reactor,
             self.integrations,
+            push_certs=self.push_service,
         )
         site = MDMSite(root, settings.max_body_size)
         if self._inherited_fd is not None:

@@ -103,3 +103,21 @@ async def test_push_without_certificate(tmp_path: Path, ca, fake) -> None:  # no
         assert answer.code == 500
         status = json.loads(await answer.content())["status"]
         assert status[a.id] == {"push_error": "no push certificate for topic"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_next_push_after_an_upload_uses_the_new_cert(
+    tmp_path: Path, ca, fake  # noqa: F811
+) -> None:
+    """PUT /v1/pushcert replaces the topic's APNs client at once in this process."""
+    async with await push_ready_server(tmp_path, ca, fake) as server:
+        await upload_push_cert(server, ca)
+        (d,) = await enrolled(server, 1)
+        push = server.url + f"/v1/push/{d.id}"
+        assert (await server.http.get(push, auth=server.api_auth())).code == 200
+        await upload_push_cert(server, ca)  # a renewed certificate for the same topic
+        assert (await server.http.get(push, auth=server.api_auth())).code == 200
+        before, after = fake.requests
+        assert after.client_certificate != before.client_certificate
+        assert after.connection != before.connection
+        assert after.client_topic == DEFAULT_TOPIC

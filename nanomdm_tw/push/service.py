@@ -102,6 +102,23 @@ class PushService(Service):
             results.update(topic_results)
         return results
 
+    async def store_push_cert(self, topic: str, cert_pem: bytes, key_pem: bytes) -> str:
+        """
+        Store a topic's new push cert; this process's very next push uses it.
+
+        Other processes sharing the storage see the new stale token within
+        ``stale_check_interval``.
+        """
+        stale_token = await self._store.store_push_cert(topic, cert_pem, key_pem)
+        provider = self._providers.pop(topic, None)
+        if provider is not None:
+            self._retire(provider.client)
+            self._log.info("push cert of topic {topic} replaced", topic=topic)
+        return stale_token
+
+    def retrieve_push_cert(self, topic: str) -> Deferred:
+        return self._store.retrieve_push_cert(topic)
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return Deferred.fromCoroutine(self.close())

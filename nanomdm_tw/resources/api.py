@@ -235,14 +235,23 @@ class PushCertResource(Resource):
 
 
 def build_api(
-    api_key: str, storage: Any, pusher: Pusher | None, escrow: IResource | None = None
+    api_key: str,
+    storage: Any,
+    pusher: Pusher | None,
+    escrow: IResource | None = None,
+    push_certs: IPushCertStore | None = None,
 ) -> APIGuard:
-    """The ``/v1`` tree behind its Basic-auth guard."""
+    """
+    The ``/v1`` tree behind its Basic-auth guard.
+
+    ``push_certs``: where uploads go (the push service, which then drops the
+    topic's old APNs client); storage itself by default.
+    """
     v1 = Directory()
     if escrow is not None:
         v1.putChild(b"escrowkeyunlock", escrow)
     v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
-    v1.putChild(b"pushcert", PushCertResource(storage))
+    v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
     if pusher is not None:
         v1.putChild(b"push", PushResource(pusher))
     return APIGuard(api_key, v1)
