@@ -209,9 +209,11 @@ class PushBench:
         fake_cpu = fake.cpu_seconds() - fake_cpu
         client_cpu = time.process_time() - client_cpu
         stats = await self.control()
-        size = len(batches[0])
-        return PushFigure(delay_ms, f"{clients} x {size} IDs", *totals, wall, server_cpu,
-                          fake_cpu, client_cpu, stats["mean_open_streams"], stats["peak_open_streams"])  # fmt: skip
+        load = f"{clients} x {len(batches[0])} IDs"
+        streams = stats["mean_open_streams"], stats["peak_open_streams"]
+        return PushFigure(
+            delay_ms, load, *totals, wall, server_cpu, fake_cpu, client_cpu, *streams
+        )
 
 
 async def _main(reactor, args: argparse.Namespace) -> None:
@@ -226,7 +228,9 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         server = await run.start_server()
         try:
             print(f"enrolling {count} devices through the server...", flush=True)
-            enroll = await run.bench.measure(server, run.port, args.storage, "enroll", sequences)
+            enroll = await run.bench.measure(
+                server, run.port, args.storage, "enroll", sequences
+            )
             if enroll.errors:
                 raise SystemExit(f"bench_push: {enroll.errors} enrollment errors")
             await run.upload_push_cert()
