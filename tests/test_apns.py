@@ -252,3 +252,21 @@ def test_request_headers_decode_with_any_hpack_decoder():
     # the first block and after each change, so any SETTINGS value is honoured.
     assert decoder.header_table_size == 0 and len(decoder.header_table.dynamic_entries) == 0
     assert (first[0], second[0], third[0]) == (0x20, 0x83, 0x20)
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_timed_out_in_the_queue_is_never_sent(fake, make_client):
+    fake.answer_delay = None
+    fake.max_concurrent_streams = 1
+    clock = task.Clock()
+    client = make_client(timeout=10, clock=clock)
+    both = client.push_many([(token(1), "m"), (token(2), "m")], TOPIC)
+    await fake.wait_for_requests(1)
+    clock.advance(10)
+    assert [r.reason for r in await both] == ["no answer from APNs in 10 s"] * 2
+
+    fake.answer_delay = 0
+    result = await client.push(token(3), "m", TOPIC)
+
+    assert result.status == 200
+    assert [r.token_hex for r in fake.requests] == [token(1).hex(), token(3).hex()]

@@ -206,8 +206,7 @@ class APNsClient:
         self._outstanding += len(made)
         self._queue.extend(made)
         self._deadlines.extend(made)
-        if self._deadline_call is None:
-            self._deadline_call = self._clock.callLater(self._timeout, self._deadline_passed)
+        self._watch_deadline()
         self._pump()
         return batch.deferred
 
@@ -235,8 +234,12 @@ class APNsClient:
         if connection is not self._connection or not self._queue:
             return
         queue = self._queue
-        for _ in range(min(connection.free_streams(), len(queue))):
+        free = connection.free_streams()
+        while free > 0 and queue:
             push = queue.popleft()
+            if push.done:
+                continue  # timed out while queued
+            free -= 1
             stream_id = connection.open_stream(push, *self._request(push))
             push.stream = (connection, stream_id)
             push.sends += 1
@@ -343,6 +346,12 @@ class APNsClient:
 
     # Timeouts.
 
+    def _watch_deadline(self) -> None:
+        """Have the timer fire when the oldest push without a result comes due."""
+        if self._deadline_call is None and self._deadlines:
+            due = self._deadlines[0].deadline - self._clock.seconds()
+            self._deadline_call = self._clock.callLater(max(0.0, due), self._deadline_passed)
+
     def _deadline_passed(self) -> None:
         self._deadline_call = None
         now = self._clock.seconds()
@@ -351,10 +360,7 @@ class APNsClient:
             push = deadlines.popleft()
             if not push.done:
                 self._timed_out(push)
-        if deadlines and self._deadline_call is None:
-            self._deadline_call = self._clock.callLater(
-                max(0.0, deadlines[0].deadline - now), self._deadline_passed
-            )
+        self._watch_deadline()
 
     def _timed_out(self, push: _Push) -> None:
         message = f"no answer from APNs in {self._timeout:g} s"
@@ -366,9 +372,8 @@ class APNsClient:
             # likely dead without TCP knowing; the next push must not wait on it.
             if connection.answers == push.answers_before:
                 connection.abort(f"APNs connection silent: {message}")
-        else:
-            self._queue.remove(push)
-            # A connection that could not get ready within a push's timeout.
-            if connection is not None and not connection.ready:
-                connection.abort(f"APNs connection not ready: {message}")
+        elif connection is not None and not connection.ready:
+            # Queued behind a connection that could not get ready in time.
+            connection.abort(f"APNs connection not ready: {message}")
+        # A queued push stays in the queue, skipped once done.
         self._failed(push, message)

@@ -368,6 +368,9 @@ class APNsConnection(Protocol):
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return
+        if stream.unsent:
+            # Answered before the whole body went out (RFC 9113 8.1): stop sending.
+            self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         if stream.status is None:
             self._client._failed(stream.push, "APNs ended the stream without an answer")
         else:
