@@ -3,12 +3,10 @@
 import json
 
 import pytest_twisted
-from hpack import Decoder
 from twisted.internet import reactor, task
 
 from nanomdm_tw.crypto.devca import DevelopmentCA
 from nanomdm_tw.push.apns import APNsClient, PushResult
-from nanomdm_tw.push.connection import _RequestHeaderEncoder
 
 from .fake_apns import OTHER_TOPIC, TOPIC, ca, fake, push_certs, token  # noqa: F401
 
@@ -217,31 +215,6 @@ async def test_pushes_time_out_at_their_own_deadlines(fake, make_client):
     clock.advance(5)
 
     assert [r.reason for r in await late] == ["no answer from APNs in 10 s"] * 2
-
-
-def test_request_headers_decode_with_any_hpack_decoder():
-    long_topic = "com.apple.mgmt.External." + "x" * 200  # lengths past one byte
-    headers = [
-        (b":method", b"POST"),
-        (b":scheme", b"https"),
-        (b":authority", b"api.push.apple.com"),
-        (b":path", b"/3/device/" + token(7).hex().encode()),
-        (b"apns-topic", long_topic.encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", b"48"),
-    ]
-    encoder, decoder = _RequestHeaderEncoder(), Decoder()
-
-    first, second = encoder.encode(headers), encoder.encode(headers)
-    encoder.header_table_size = 256  # the peer changed SETTINGS_HEADER_TABLE_SIZE
-    third = encoder.encode(headers)
-
-    for block in (first, second, third):
-        assert decoder.decode(block, raw=True) == headers
-    # Nothing enters the peer's dynamic table; its size is announced as 0 on
-    # the first block and after each change, so any SETTINGS value is honoured.
-    assert decoder.header_table_size == 0 and len(decoder.header_table.dynamic_entries) == 0
-    assert (first[0], second[0], third[0]) == (0x20, 0x83, 0x20)
 
 
 @pytest_twisted.ensureDeferred

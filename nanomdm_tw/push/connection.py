@@ -30,72 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-
-def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """An HPACK integer (RFC 7541 5.1), ``first`` holding the bits above the prefix."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    encoded = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        encoded.append(value & 127 | 128)
-        value >>= 7
-    encoded.append(value)
-    return bytes(encoded)
-
-
-def _string(value: bytes) -> bytes:
-    """An HPACK string literal, not Huffman-coded (RFC 7541 5.2)."""
-    return _integer(len(value), 7) + value
-
-
-class _RequestHeaderEncoder:
-    """
-    HPACK for our request headers, at a fraction of hpack's cost.
-
-    Fields of the static table are indexed; every other field is a literal
-    without indexing, with its name from the static table where there is
-    one.  So the dynamic table stays empty: its size is set to 0 on the first
-    block, and again after each change of the peer's SETTINGS_HEADER_TABLE_SIZE.
-    No Huffman coding: a push's header block stays near 200 bytes.
-    """
-
-    _INDEXED = {(b":method", b"POST"): b"\x83", (b":scheme", b"https"): b"\x87"}
-    _NAMES = {
-        name: _integer(index, 4)
-        for name, index in (
-            (b":authority", 1),
-            (b":path", 4),
-            (b"content-length", 28),
-            (b"content-type", 31),
-        )
-    }
-
-    def __init__(self) -> None:
-        self._size_update_due = True
-
-    @property
-    def header_table_size(self) -> int:
-        return 0
-
-    @header_table_size.setter
-    def header_table_size(self, value: int) -> None:
-        self._size_update_due = True
-
-    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = False) -> bytes:
-        encoded = []
-        if self._size_update_due:
-            encoded.append(_integer(0, 5, 0x20))
-            self._size_update_due = False
-        indexed, names = self._INDEXED, self._NAMES
-        for field in headers:
-            representation = indexed.get(field)
-            if representation is None:
-                name, value = field
-                representation = (names.get(name) or b"\x00" + _string(name)) + _string(value)
-            encoded.append(representation)
-        return b"".join(encoded)
+from .headers import RequestHeaderEncoder
 
 
 class _PushH2Connection(H2Connection):
@@ -107,12 +42,12 @@ class _PushH2Connection(H2Connection):
     a stream counts from its HEADERS until h2 says it is closed after a
     frame that may close it; the walk still runs, to let h2 forget closed
     streams, once it holds twice as many streams as are open.  Request
-    headers go through ``_RequestHeaderEncoder``.
+    headers go through ``RequestHeaderEncoder``.
     """
 
     def __init__(self, config: H2Configuration) -> None:
         super().__init__(config)
-        self.encoder = _RequestHeaderEncoder()
+        self.encoder = RequestHeaderEncoder()
         self._open_ids: set[int] = set()
 
     @property
