@@ -27,6 +27,13 @@ async def make_client(fake, ca, push_certs):
         await client.close()
 
 
+def never_answering(fake, make_client):
+    """A client timing out after 10 s on a test clock, and a fake that never answers."""
+    fake.answer_delay = None
+    clock = task.Clock()
+    return make_client(timeout=10, clock=clock), clock
+
+
 @pytest_twisted.ensureDeferred
 async def test_single_push_sends_apples_request(fake, make_client):
     client = make_client()
@@ -139,25 +146,8 @@ async def test_goaway_mid_batch_retries_unprocessed_pushes(fake, make_client):
 
 
 @pytest_twisted.ensureDeferred
-async def test_push_times_out_when_apns_never_answers(fake, make_client):
-    fake.answer_delay = None
-    clock = task.Clock()
-    client = make_client(timeout=10, clock=clock)
-
-    pending = client.push(token(1), "m", TOPIC)
-    await fake.wait_for_requests(1)
-    clock.advance(9)
-    assert not pending.called
-    clock.advance(1)
-
-    assert await pending == PushResult(reason="no answer from APNs in 10 s")
-
-
-@pytest_twisted.ensureDeferred
 async def test_silent_connection_is_replaced_after_a_timeout(fake, make_client):
-    fake.answer_delay = None
-    clock = task.Clock()
-    client = make_client(timeout=10, clock=clock)
+    client, clock = never_answering(fake, make_client)
     lost = client.push(token(1), "m", TOPIC)
     await fake.wait_for_requests(1)
     clock.advance(10)
@@ -206,3 +196,38 @@ async def test_unreachable_apns_is_a_push_error(fake, make_client):
     assert result.status is None
     assert result.reason.startswith("cannot connect to APNs")
     await fake.start()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushes_time_out_at_their_own_deadlines(fake, make_client):
+    client, clock = never_answering(fake, make_client)
+
+    early = client.push(token(1), "m", TOPIC)
+    await fake.wait_for_requests(1)
+    clock.advance(5)
+    late = client.push_many([(token(2), "m"), (token(3), "m")], TOPIC)
+    await fake.wait_for_requests(3)
+    clock.advance(4)
+    assert not early.called
+    clock.advance(1)
+    assert await early == PushResult(reason="no answer from APNs in 10 s")
+    assert not late.called
+    clock.advance(5)
+
+    assert [r.reason for r in await late] == ["no answer from APNs in 10 s"] * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_timed_out_in_the_queue_is_never_sent(fake, make_client):
+    fake.max_concurrent_streams = 1
+    client, clock = never_answering(fake, make_client)
+    both = client.push_many([(token(1), "m"), (token(2), "m")], TOPIC)
+    await fake.wait_for_requests(1)
+    clock.advance(10)
+    assert [r.reason for r in await both] == ["no answer from APNs in 10 s"] * 2
+
+    fake.answer_delay = 0
+    result = await client.push(token(3), "m", TOPIC)
+
+    assert result.status == 200
+    assert [r.token_hex for r in fake.requests] == [token(1).hex(), token(3).hex()]

@@ -89,7 +89,10 @@ async def test_push_endpoint_maps_errors_per_id(tmp_path: Path, ca, fake) -> Non
             server.url + f"/v1/push/{good.id},{gone.id},NOBODY", auth=server.api_auth()
         )
         assert answer.code == 207
-        status = json.loads(await answer.content())["status"]
+        body = await answer.content()
+        status = json.loads(body)["status"]
+        # Byte for byte what NanoMDM's encoding (tab-indented, newline-ended) gives.
+        assert body == (json.dumps(json.loads(body), indent="\t") + "\n").encode()
         assert set(status[good.id]) == {"push_result"}
         assert status[gone.id] == {"push_error": "Unregistered (HTTP 410)"}
         assert status["NOBODY"] == {"push_error": "no push info"}

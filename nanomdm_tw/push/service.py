@@ -34,7 +34,7 @@ class UnusablePushCert(ValueError):
 
 @dataclass(slots=True)
 class _Provider:
-    """A topic's client, the stale token of the cert it was built from, and when that was last checked."""
+    """A topic's client, its cert's stale token, and when that was last checked."""
 
     client: APNsClient
     stale_token: str
