@@ -6,6 +6,7 @@ A real nanomdm-tw server on a loopback port, started in the test's reactor.
 the test asks for another.
 """
 
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,13 @@ from nanomdm_tw.crypto.devca import DevelopmentCA
 from nanomdm_tw.server import NanoMDMService
 from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.storage.interfaces import IStorage
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now, for a server in a subprocess."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass

@@ -22,6 +22,8 @@ from nanomdm_tw.settings import Settings, SettingsError, StorageSpec
 from nanomdm_tw.tap import GO_FALSE, GO_TRUE, Options
 from twisted.python.usage import UsageError
 
+from .serving import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -177,14 +179,6 @@ def test_installed_script_and_version() -> None:
     completed = subprocess.run([str(script), "-version"], capture_output=True, text=True)
     assert completed.returncode == 0
     assert completed.stdout.strip() == __version__
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_nanomdm_unit_files_command_line_serves(tmp_path: Path) -> None:

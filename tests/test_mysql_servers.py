@@ -27,6 +27,7 @@ from nanomdm_tw.tools.fake_apns import FakeAPNs
 from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
 
 from .mysqlserver import ThrowawayDatabase, start_server, stop_server
+from .serving import free_port
 
 ROOT = Path(__file__).parent.parent
 API_KEY = "servers-test-key"
@@ -54,19 +55,11 @@ class Server:
         await self.exit.ended
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def start(
     http, folder: Path, name: str, dsn: str, options: str = "", extra: tuple[str, ...] = ()
 ) -> Server:
     """A ``twistd -n nanomdm`` process on MySQL; returns once /version answers."""
-    port = _free_port()
+    port = free_port()
     log = folder / f"{name}.log"
     argv = [
         str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", f"--logfile={log}",

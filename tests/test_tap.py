@@ -16,6 +16,8 @@ from nanomdm_tw.resources.body import DEFAULT_MAX_BODY_SIZE
 from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.tap import Options, endpoint_from_listen
 
+from .serving import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -227,16 +229,8 @@ def _run_until_version(args: list[str], cwd: Path, port: int) -> dict:
         process.wait(timeout=30)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_twistd_plugin_serves_version(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     status, body = _run_until_version(
         ["-n", "nanomdm", "--dev", "--listen", f"127.0.0.1:{port}",
          "--storage-dsn", str(tmp_path / "db")],
@@ -249,7 +243,7 @@ def test_twistd_plugin_serves_version(tmp_path: Path) -> None:
 
 
 def test_tac_starts(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     environ_extra = {
         "NANOMDM_DEV": "1",
         "NANOMDM_LISTEN": f"127.0.0.1:{port}",
