@@ -509,14 +509,20 @@ async def test_a_real_deadlock_is_retried(database):
     observer = _retry_log(retries)
     globalLogPublisher.addObserver(observer)
     both_hold_one = threading.Barrier(2)
+    winner_holds_both = threading.Event()
     first_runs = set()
 
     def lock_both(txn, first, second):
+        if first in first_runs:
+            # The victim's second run starts once the winner holds both rows: taking
+            # its first row earlier could deadlock the two again.
+            winner_holds_both.wait(10)
         txn.execute("UPDATE devices SET serial_number = 'X' WHERE id = %s", (first,))
-        if first not in first_runs:  # the victim's second run goes straight through
+        if first not in first_runs:
             first_runs.add(first)
             both_hold_one.wait(10)
         txn.execute("UPDATE devices SET serial_number = 'Y' WHERE id = %s", (second,))
+        winner_holds_both.set()
         return first
 
     try:
