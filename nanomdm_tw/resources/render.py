@@ -22,6 +22,14 @@ from ..mdm.request import new_trace_id
 
 _log = make_logger("nanomdm_tw.request")
 
+# The request log line, formatted here by str.format: twisted.logger's own
+# formatter (pure Python, per field) cost several times more per request.
+# The event keeps every field for JSON observers.
+REQUEST_LINE = (
+    "{method} {path} {status} {outcome} enrollment_id={enrollment_id}"
+    " trace_id={trace_id} {duration_ms:.1f}ms"
+)
+
 Handler = Callable[[object, Request], Awaitable[bytes | None]]
 
 
@@ -60,9 +68,7 @@ def async_render(handler: Handler) -> Callable[[object, Request], object]:
 
         def log_outcome(_: object) -> None:
             context = request.nanomdm_context
-            _log.info(
-                "{method} {path} {status} {outcome} enrollment_id={enrollment_id}"
-                " trace_id={trace_id} {duration_ms:.1f}ms",
+            fields = dict(
                 method=request.method.decode("ascii", "replace"),
                 path=request.path.decode("utf-8", "replace"),
                 status=request.code if not gone else "disconnected",
@@ -71,6 +77,7 @@ def async_render(handler: Handler) -> Callable[[object, Request], object]:
                 trace_id=context["trace_id"],
                 duration_ms=(time.monotonic() - started) * 1000,
             )
+            _log.info("{request_line}", request_line=REQUEST_LINE.format(**fields), **fields)
 
         def client_gone(failure: Failure) -> None:
             gone.append(True)
