@@ -515,8 +515,8 @@ def test_fast_path_leaves_ber_to_the_general_path(identity):
     cert, key = identity
     signature = sign_detached(BODY, cert, key)
     # The outer SEQUENCE re-encoded with an indefinite length: valid BER, not DER.
-    content_info, _ = der_reader.read(signature)
-    ber = b"\x30\x80" + content_info.value + b"\x00\x00"
+    _, _, start, end = der_reader.read(signature)
+    ber = b"\x30\x80" + signature[start:end] + b"\x00\x00"
     with pytest.raises(der_reader.DERError):
         cms._verify_der(ber, BODY)
     assert verify_detached(ber, BODY) == cert
@@ -551,8 +551,9 @@ def test_der_reader_refuses_what_it_does_not_take():
             der_reader.read(data)
     signed_data = b"\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02"
     assert der_reader.encode_oid("1.2.840.113549.1.7.2") == signed_data
-    assert der_reader.oid(der_reader.read(b"\x06\x09" + signed_data)[0]) == signed_data
+    encoded = b"\x06\x09" + signed_data
+    assert der_reader.oid(encoded, der_reader.read(encoded)) == signed_data
     sha256 = b"\x60\x86\x48\x01\x65\x03\x04\x02\x01"
     assert der_reader.encode_oid("2.16.840.1.101.3.4.2.1") == sha256
     with pytest.raises(der_reader.DERError, match="bad OID"):
-        der_reader.oid(der_reader.read(b"\x06\x01\x86")[0])
+        der_reader.oid(b"\x06\x01\x86", der_reader.read(b"\x06\x01\x86"))

@@ -10,7 +10,6 @@ The header is attacker-controlled BER: its size is capped before decoding
 and every failure of the parser or the check becomes a MessageError (400).
 """
 
-import base64
 import binascii
 import datetime
 import functools
@@ -132,7 +131,8 @@ def decode_mdm_signature(header_value: bytes | str, body: bytes) -> x509.Certifi
     if len(header_value) > MAX_SIGNATURE_HEADER:
         raise MessageError("Mdm-Signature header too large")
     try:
-        signature_der = base64.b64decode(header_value.strip(), validate=True)
+        # strict_mode: the alphabet check in C, not b64decode(validate=True)'s regex.
+        signature_der = binascii.a2b_base64(header_value.strip(), strict_mode=True)
     except binascii.Error:
         raise MessageError("Mdm-Signature header is not base64")
     return verify_detached(signature_der, content=body)
@@ -178,73 +178,78 @@ _SEQUENCE, _SET, _OCTET_STRING, _INTEGER = 0x30, 0x31, 0x04, 0x02
 _CONTEXT_0, _CONTEXT_1, _CONTEXT_0_PRIMITIVE = 0xA0, 0xA1, 0x80
 
 
-def _algorithm(item: der.TLV, names: dict[bytes, str]) -> str:
+def _algorithm(data: bytes, item: der.Element, names: dict[bytes, str]) -> str:
     """The name of an AlgorithmIdentifier's OID; DERError (so: the general path) if unknown."""
-    name = names.get(der.oid(der.children(der.expect(item, _SEQUENCE).value)[0]))
+    name = names.get(der.oid(data, der.children(data, item, _SEQUENCE)[0]))
     if name is None:
         raise der.DERError("algorithm left to the general path")
     return name
 
 
-def _verify_der(signature_der: bytes, content: bytes) -> x509.Certificate:
+def _verify_der(data: bytes, content: bytes) -> x509.Certificate:
     """The same checks as _verify_general, reading strict DER directly."""
-    content_info, end = der.read(signature_der)
-    if end != len(signature_der):
+    content_info = der.read(data)
+    if content_info[3] != len(data):
         raise der.DERError("trailing data")
-    content_type, wrapped = der.children(der.expect(content_info, _SEQUENCE).value)
-    if der.oid(content_type) != _SIGNED_DATA:
+    content_type, wrapped = der.children(data, content_info, _SEQUENCE)
+    if der.oid(data, content_type) != _SIGNED_DATA:
         raise der.DERError("not SignedData")
-    (signed_data,) = der.children(der.expect(wrapped, _CONTEXT_0).value)
-    parts = der.children(der.expect(signed_data, _SEQUENCE).value)
+    (signed_data,) = der.children(data, wrapped, _CONTEXT_0)
+    parts = der.children(data, signed_data, _SEQUENCE)
     if len(parts) < 4:
         raise der.DERError("short SignedData")
     der.expect(parts[0], _INTEGER)
-    for algorithm in der.children(der.expect(parts[1], _SET).value):
-        der.oid(der.children(der.expect(algorithm, _SEQUENCE).value)[0])
-    der.oid(der.children(der.expect(parts[2], _SEQUENCE).value)[0])
+    for algorithm in der.children(data, parts[1], _SET):
+        der.oid(data, der.children(data, algorithm, _SEQUENCE)[0])
+    der.oid(data, der.children(data, parts[2], _SEQUENCE)[0])
     index, certificates = 3, []
-    if index < len(parts) and parts[index].tag == _CONTEXT_0:
-        certificates = [c.encoded for c in der.children(parts[index].value) if c.tag == _SEQUENCE]
+    if index < len(parts) and parts[index][0] == _CONTEXT_0:
+        certificates = [
+            der.encoded(data, c)
+            for c in der.children(data, parts[index], _CONTEXT_0)
+            if c[0] == _SEQUENCE
+        ]
         index += 1
-    if index < len(parts) and parts[index].tag == _CONTEXT_1:
+    if index < len(parts) and parts[index][0] == _CONTEXT_1:
         index += 1  # CRLs: not used
     if index != len(parts) - 1:
         raise der.DERError("unexpected SignedData fields")
-    signer_infos = der.children(der.expect(parts[index], _SET).value)
+    signer_infos = der.children(data, parts[index], _SET)
     if len(signer_infos) != 1:
         raise MessageError("signature must have exactly one signer")
-    fields = der.children(der.expect(signer_infos[0], _SEQUENCE).value)
+    fields = der.children(data, signer_infos[0], _SEQUENCE)
     if len(fields) < 5:
         raise der.DERError("short SignerInfo")
-    hash_name = _algorithm(fields[2], _DIGEST_NAMES)
+    hash_name = _algorithm(data, fields[2], _DIGEST_NAMES)
     position = 3
     signed_attrs = None
-    if fields[position].tag == _CONTEXT_0:
+    if fields[position][0] == _CONTEXT_0:
         signed_attrs = fields[position]
         position += 1
-    signature_algo = _algorithm(fields[position], _SIGNATURE_ALGOS)
-    signature = der.expect(fields[position + 1], _OCTET_STRING).value
-    signer_der = _find_signer_der(certificates, fields[1])
+    signature_algo = _algorithm(data, fields[position], _SIGNATURE_ALGOS)
+    signature = der.contents(data, fields[position + 1], _OCTET_STRING)
+    signer_der = _find_signer_der(data, certificates, fields[1])
     if signed_attrs is None:
         signed_bytes = content
     else:
-        if _message_digest_der(signed_attrs) != hashlib.new(hash_name, content).digest():
+        if _message_digest_der(data, signed_attrs) != hashlib.new(hash_name, content).digest():
             raise MessageError("message digest does not match the body")
         # The signature covers the attributes with a SET tag, not the [0] tag.
-        signed_bytes = bytes([_SET]) + signed_attrs.encoded[1:]
+        signed_bytes = bytes([_SET]) + data[signed_attrs[1] + 1 : signed_attrs[3]]
     cert, public_key = _load_certificate(signer_der)
     _check_signature(public_key, signature_algo, signature, signed_bytes, _HASHES[hash_name]())
     return cert
 
 
-def _find_signer_der(certificates: list[bytes], sid: der.TLV) -> bytes:
-    if sid.tag == _SEQUENCE:
-        issuer, serial = der.children(sid.value)
-        wanted = (der.expect(issuer, _SEQUENCE).encoded,
-                  int.from_bytes(der.expect(serial, _INTEGER).value, "big", signed=True))
+def _find_signer_der(data: bytes, certificates: list[bytes], sid: der.Element) -> bytes:
+    if sid[0] == _SEQUENCE:
+        issuer, serial = der.children(data, sid, _SEQUENCE)
+        wanted = (der.encoded(data, der.expect(issuer, _SEQUENCE)),
+                  int.from_bytes(der.contents(data, serial, _INTEGER), "big", signed=True))
         found = [c for c in certificates if _signer_identifiers(c)[:2] == wanted]
-    elif sid.tag == _CONTEXT_0_PRIMITIVE:
-        found = [c for c in certificates if _signer_identifiers(c)[2] == sid.value]
+    elif sid[0] == _CONTEXT_0_PRIMITIVE:
+        key_identifier = data[sid[2] : sid[3]]
+        found = [c for c in certificates if _signer_identifiers(c)[2] == key_identifier]
     else:
         raise der.DERError("unknown signer identifier")
     if not found:
@@ -252,14 +257,14 @@ def _find_signer_der(certificates: list[bytes], sid: der.TLV) -> bytes:
     return found[0]
 
 
-def _message_digest_der(signed_attrs: der.TLV) -> bytes:
+def _message_digest_der(data: bytes, signed_attrs: der.Element) -> bytes:
     digests = []
-    for attribute in der.children(signed_attrs.value):
-        attribute_type, values = der.children(der.expect(attribute, _SEQUENCE).value)
-        if der.oid(attribute_type) == _MESSAGE_DIGEST_OID:
-            values = der.children(der.expect(values, _SET).value)
+    for attribute in der.children(data, signed_attrs, _CONTEXT_0):
+        attribute_type, values = der.children(data, attribute, _SEQUENCE)
+        if der.oid(data, attribute_type) == _MESSAGE_DIGEST_OID:
+            values = der.children(data, values, _SET)
             if len(values) == 1:
-                digests.append(der.expect(values[0], _OCTET_STRING).value)
+                digests.append(der.contents(data, values[0], _OCTET_STRING))
     if len(digests) != 1:
         raise MessageError("signed attributes need exactly one message digest")
     return digests[0]
