@@ -29,6 +29,7 @@ from nanomdm_tw.crypto.certheader import certificate_from_header
 from nanomdm_tw.crypto.cms import decode_mdm_signature, sign_detached, verify_detached
 from nanomdm_tw.crypto.devca import UID_OID, DevelopmentCA, write_cert_and_key
 from nanomdm_tw.crypto.identity import DeviceIdentity, cert_hash
+from nanomdm_tw.crypto.memo import CertificateMemo
 from nanomdm_tw.crypto.trust import TrustStore
 from nanomdm_tw.errors import AuthenticationError, MessageError
 
@@ -439,6 +440,30 @@ def test_trust_cache_is_bounded(ca):
     for cert in certs:
         trust.verify(cert)
     assert len(trust._verified) == 2
+
+
+def test_certificate_memo_finds_only_the_same_object(ca, identity):
+    cert = identity[0]
+    twin = x509.load_der_x509_certificate(der(cert))
+    other = issue(ca, None)
+    memo = CertificateMemo(2)
+    memo.put(cert, "cert")
+    assert memo.get(cert) == "cert"
+    assert memo.get(twin) is None  # equal, but another object: the caller's content cache
+    memo.put(twin, "twin")
+    memo.put(other, "other")
+    assert len(memo) == 2
+    assert (memo.get(cert), memo.get(twin), memo.get(other)) == (None, "twin", "other")
+    memo.pop(twin)
+    assert memo.get(twin) is None
+
+
+def test_trust_and_cert_hash_of_an_equal_certificate_object(trust, identity):
+    cert = identity[0]
+    twin = x509.load_der_x509_certificate(der(cert))
+    trust.verify(cert)
+    trust.verify(twin)
+    assert cert_hash(twin) == cert_hash(cert) == hashlib.sha256(der(cert)).hexdigest()
 
 
 # Device identity
