@@ -6,11 +6,11 @@ keeps raw plists, the webhook forwards them, and commands go to devices as
 the API received them.  Decoding failures raise MessageError (HTTP 400).
 """
 
-import plistlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import MessageError
+from . import plist
 from .enrollment import EnrollID, Enrollment
 
 REPORT_STATUSES = frozenset(
@@ -22,7 +22,7 @@ def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     if not raw:
         raise MessageError(f"empty {what}")
     try:
-        value = plistlib.loads(raw)
+        value = plist.loads(raw)
     except Exception as e:  # plistlib raises many types on bad input
         raise MessageError(f"{what} is not a valid plist: {e.__class__.__name__}")
     if not isinstance(value, dict):
