@@ -199,36 +199,21 @@ def _verify_der(data: bytes, content: bytes) -> x509.Certificate:
     if len(parts) < 4:
         raise der.DERError("short SignedData")
     der.expect(parts[0], _INTEGER)
-    for algorithm in der.children(data, parts[1], _SET):
-        der.oid(data, der.children(data, algorithm, _SEQUENCE)[0])
-    der.oid(data, der.children(data, parts[2], _SEQUENCE)[0])
-    index, certificates = 3, []
-    if index < len(parts) and parts[index][0] == _CONTEXT_0:
-        certificates = [
-            der.encoded(data, c)
-            for c in der.children(data, parts[index], _CONTEXT_0)
-            if c[0] == _SEQUENCE
-        ]
-        index += 1
-    if index < len(parts) and parts[index][0] == _CONTEXT_1:
-        index += 1  # CRLs: not used
-    if index != len(parts) - 1:
-        raise der.DERError("unexpected SignedData fields")
-    signer_infos = der.children(data, parts[index], _SET)
+    signer_infos = der.children(data, parts[-1], _SET)
     if len(signer_infos) != 1:
         raise MessageError("signature must have exactly one signer")
     fields = der.children(data, signer_infos[0], _SEQUENCE)
     if len(fields) < 5:
         raise der.DERError("short SignerInfo")
-    hash_name = _algorithm(data, fields[2], _DIGEST_NAMES)
-    position = 3
-    signed_attrs = None
-    if fields[position][0] == _CONTEXT_0:
-        signed_attrs = fields[position]
-        position += 1
-    signature_algo = _algorithm(data, fields[position], _SIGNATURE_ALGOS)
-    signature = der.contents(data, fields[position + 1], _OCTET_STRING)
-    signer_der = _find_signer_der(data, certificates, fields[1])
+    signed_attrs = fields[3] if fields[3][0] == _CONTEXT_0 else None
+    algorithm = fields[4] if signed_attrs else fields[3]
+    # What a device repeats in every signature, read once: see _signer.
+    cert, public_key, hash_name, signature_algo = _signer(
+        data[parts[1][1] : parts[-2][3]],
+        data[fields[0][1] : fields[2][3]],
+        data[algorithm[1] : algorithm[3]],
+    )
+    signature = der.contents(data, fields[5 if signed_attrs else 4], _OCTET_STRING)
     if signed_attrs is None:
         signed_bytes = content
     else:
@@ -236,9 +221,47 @@ def _verify_der(data: bytes, content: bytes) -> x509.Certificate:
             raise MessageError("message digest does not match the body")
         # The signature covers the attributes with a SET tag, not the [0] tag.
         signed_bytes = bytes([_SET]) + data[signed_attrs[1] + 1 : signed_attrs[3]]
-    cert, public_key = _load_certificate(signer_der)
     _check_signature(public_key, signature_algo, signature, signed_bytes, _HASHES[hash_name]())
     return cert
+
+
+@functools.lru_cache(maxsize=4096)
+def _signer(
+    head: bytes, signer_fields: bytes, signature_algorithm: bytes
+) -> tuple[x509.Certificate, object, str, str]:
+    """
+    (certificate, public key, digest, signature algorithm) of a signature whose
+    SignedData fields between version and signerInfos are ``head``, whose
+    SignerInfo begins with ``signer_fields`` (version, sid, digest algorithm)
+    and names ``signature_algorithm``.  None of it depends on the body, and a
+    device sends the same bytes every time, so this is keyed by them.
+    """
+    parts = der.elements(head)
+    if len(parts) < 2:
+        raise der.DERError("short SignedData")
+    for algorithm in der.children(head, parts[0], _SET):
+        der.oid(head, der.children(head, algorithm, _SEQUENCE)[0])
+    der.oid(head, der.children(head, parts[1], _SEQUENCE)[0])
+    index, certificates = 2, []
+    if index < len(parts) and parts[index][0] == _CONTEXT_0:
+        certificates = [
+            der.encoded(head, c)
+            for c in der.children(head, parts[index], _CONTEXT_0)
+            if c[0] == _SEQUENCE
+        ]
+        index += 1
+    if index < len(parts) and parts[index][0] == _CONTEXT_1:
+        index += 1  # CRLs: not used
+    if index != len(parts):
+        raise der.DERError("unexpected SignedData fields")
+    fields = der.elements(signer_fields)
+    hash_name = _algorithm(signer_fields, fields[2], _DIGEST_NAMES)
+    signature_algo = _algorithm(
+        signature_algorithm, der.read(signature_algorithm), _SIGNATURE_ALGOS
+    )
+    signer_der = _find_signer_der(signer_fields, certificates, fields[1])
+    cert, public_key = _load_certificate(signer_der)
+    return cert, public_key, hash_name, signature_algo
 
 
 def _find_signer_der(data: bytes, certificates: list[bytes], sid: der.Element) -> bytes:

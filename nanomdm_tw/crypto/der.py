@@ -50,8 +50,14 @@ def children(data: bytes, element: Element, tag: int) -> list[Element]:
     """The elements that make up the contents of ``element``, which must have ``tag``."""
     if element[0] != tag:
         raise DERError(f"tag {element[0]:#x}, expected {tag:#x}")
+    return elements(data, element[2], element[3])
+
+
+def elements(data: bytes, offset: int = 0, end: int | None = None) -> list[Element]:
+    """The elements one after another in ``data[offset:end]`` (default: all of it)."""
+    if end is None:
+        end = len(data)
     items = []
-    offset, end = element[2], element[3]
     while offset < end:
         item = read(data, offset, end)
         items.append(item)
