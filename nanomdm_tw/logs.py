@@ -18,6 +18,10 @@ def set_debug(enabled: bool) -> None:
 
 
 class _Logger(Logger):
+    def debug(self, format: str | None = None, **kwargs: object) -> None:
+        if _debug:
+            super().emit(LogLevel.debug, format, **kwargs)
+
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
         if level is LogLevel.debug and not _debug:
             return
