@@ -1,15 +1,29 @@
 """
-Loggers whose debug events appear only with ``--debug``.
+Loggers whose debug events appear only with ``--debug``, and a faster text observer.
 
 twistd owns the log observers, so the level filter sits on our side: every
 logger made here drops its debug events before building them unless
 ``set_debug(True)`` was called.  A check in the logger costs far less than a
 FilteringLogObserver per event, which every request paid for its log line.
+
+twistd's own text observer formats each line's time from scratch, a sixth
+of an in-memory request's CPU; ``text_observer`` writes the same lines with
+the time formatted once a second: ``twistd --logger=nanomdm_tw.logs.text_observer``
+in place of ``--logfile=-``.
 """
 
+import math
+import sys
 import time
+from typing import IO
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import (
+    FileLogObserver,
+    Logger,
+    LogLevel,
+    formatEventAsClassicLogText,
+    formatTime,
+)
 
 _debug = False
 _LEVELS = frozenset(LogLevel.iterconstants())
@@ -48,3 +62,30 @@ class _Logger(Logger):
 def make_logger(namespace: str) -> Logger:
     """A Logger for ``namespace`` (under ``nanomdm_tw``) that honours ``--debug``."""
     return _Logger(namespace=namespace)
+
+
+def text_observer(out: IO[str] | None = None) -> FileLogObserver:
+    """twistd's ``--logfile=-`` observer (stdout unless ``out``), same lines, cheaper time."""
+    stamp = _SecondStamp()
+    return FileLogObserver(
+        sys.stdout if out is None else out,
+        lambda event: formatEventAsClassicLogText(event, formatTime=stamp),
+    )
+
+
+class _SecondStamp:
+    """formatTime, remembering the text of the last second it formatted."""
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._text = ""
+
+    def __call__(self, when: float | None) -> str:
+        if when is None or when < 0:
+            return formatTime(when)
+        # The second datetime.fromtimestamp shows: it rounds to microseconds.
+        fraction, whole = math.modf(when)
+        second = int(whole) + (round(fraction * 1e6) >= 1_000_000)
+        if second != self._second:
+            self._second, self._text = second, formatTime(when)
+        return self._text
