@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet.task import Clock
 
-from nanomdm_tw.crypto import cms
+from nanomdm_tw.crypto import cms, cms_der
 from nanomdm_tw.crypto import der as der_reader
 from nanomdm_tw.crypto.certheader import certificate_from_header
 from nanomdm_tw.crypto.cms import decode_mdm_signature, sign_detached, verify_detached
@@ -532,7 +532,7 @@ def test_fast_path_takes_what_devices_send(ec_identity, identity, hash_name, wit
     for cert, key in (identity, ec_identity):
         signature = resign(sign_detached(BODY, cert, key), key, hash_name, with_attributes,
                            by_key_identifier=by_key_identifier)
-        assert cms._verify_der(signature, BODY) == cert
+        assert cms_der.verify_der(signature, BODY) == cert
         assert cms._verify_general(signature, BODY) == cert
 
 
@@ -543,7 +543,7 @@ def test_fast_path_leaves_ber_to_the_general_path(identity):
     _, _, start, end = der_reader.read(signature)
     ber = b"\x30\x80" + signature[start:end] + b"\x00\x00"
     with pytest.raises(der_reader.DERError):
-        cms._verify_der(ber, BODY)
+        cms_der.verify_der(ber, BODY)
     assert verify_detached(ber, BODY) == cert
 
 
@@ -556,12 +556,12 @@ def test_fast_and_general_paths_agree_on_every_mutation(identity):
         mutated = bytearray(signature)
         mutated[position] ^= rng.randrange(1, 256)
         mutated = bytes(mutated)
-        fast = verdict(cms._verify_der, mutated, BODY)
+        fast = verdict(cms_der.verify_der, mutated, BODY)
         general = verdict(cms._verify_general, mutated, BODY)
         if fast == "left to the general path":
             continue
         assert (fast == cert) == (general == cert), (position, fast, general)
-    assert verdict(cms._verify_der, signature, BODY) == cert
+    assert verdict(cms_der.verify_der, signature, BODY) == cert
 
 
 def test_der_reader_refuses_what_it_does_not_take():
@@ -582,3 +582,46 @@ def test_der_reader_refuses_what_it_does_not_take():
     assert der_reader.encode_oid("2.16.840.1.101.3.4.2.1") == sha256
     with pytest.raises(der_reader.DERError, match="bad OID"):
         der_reader.oid(b"\x06\x01\x86", der_reader.read(b"\x06\x01\x86"))
+
+
+def test_a_device_s_next_signature_is_read_by_its_layout(identity, monkeypatch):
+    cert, key = identity
+    cms_der._layouts.clear()
+    assert cms_der.verify_der(sign_detached(BODY, cert, key), BODY) == cert
+    second = sign_detached(BODY + b"more", cert, key)
+
+    def full_reading(*args):
+        raise AssertionError("read in full")
+
+    monkeypatch.setattr(cms_der, "_signer", full_reading)
+    assert cms_der.verify_der(second, BODY + b"more") == cert
+    with pytest.raises(MessageError, match="digest"):
+        cms_der.verify_der(second, BODY)
+
+
+def test_layout_verdicts_are_a_full_reading_s_on_every_mutation(identity):
+    """With the device's layout known or not, every single-byte change gets the same verdict."""
+    cert, key = identity
+    first = sign_detached(BODY, cert, key)
+    body = BODY + b"next request"
+    second = sign_detached(body, cert, key)
+    rng = random.Random(9)
+    taken_by_layout = 0
+    for position in range(len(second)):
+        mutated = bytearray(second)
+        mutated[position] ^= rng.randrange(1, 256)
+        mutated = bytes(mutated)
+        cms_der._layouts.clear()
+        full = verdict(cms_der.verify_der, mutated, body)
+        cms_der._layouts.clear()
+        cms_der.verify_der(first, BODY)
+        layout = cms_der._layouts[first[: cms_der._KEY_LENGTH]]
+        taken_by_layout += layout.matches(mutated)
+        assert verdict(cms_der.verify_der, mutated, body) == full, position
+    assert taken_by_layout > 250  # digest, signing time and signature bytes
+    for changed in (second + b"\x00", second[:-1], second[:100] + second[101:]):
+        cms_der._layouts.clear()
+        full = verdict(cms_der.verify_der, changed, body)
+        cms_der.verify_der(first, BODY)
+        assert verdict(cms_der.verify_der, changed, body) == full != cert
+    cms_der._layouts.clear()

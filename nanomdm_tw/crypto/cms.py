@@ -12,7 +12,6 @@ and every failure of the parser or the check becomes a MessageError (400).
 
 import binascii
 import datetime
-import functools
 import hashlib
 
 from asn1crypto import algos, cms, core
@@ -24,17 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import MessageError
-from . import der
+from . import cms_der, der
+from .signers import HASHES, check_signature, load_certificate, signer_identifiers
 
 MAX_SIGNATURE_HEADER = 64 * 1024
 MAX_SIGNATURE_DER = MAX_SIGNATURE_HEADER * 3 // 4
 
-_HASHES = {
-    "sha1": hashes.SHA1,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
 
 
 def sign_detached(content: bytes, cert: x509.Certificate, key) -> bytes:
@@ -141,156 +135,12 @@ def decode_mdm_signature(header_value: bytes | str, body: bytes) -> x509.Certifi
 def _verify(signature_der: bytes, content: bytes) -> x509.Certificate:
     """The strict-DER fast path; anything it does not take goes to asn1crypto."""
     try:
-        return _verify_der(signature_der, content)
+        return cms_der.verify_der(signature_der, content)
     except der.DERError:
         return _verify_general(signature_der, content)
 
 
-_SIGNED_DATA = der.encode_oid("1.2.840.113549.1.7.2")
-_DIGEST_NAMES = {
-    der.encode_oid(dotted): name
-    for dotted, name in [
-        ("1.3.14.3.2.26", "sha1"),
-        ("2.16.840.1.101.3.4.2.1", "sha256"),
-        ("2.16.840.1.101.3.4.2.2", "sha384"),
-        ("2.16.840.1.101.3.4.2.3", "sha512"),
-    ]
-}
-# What asn1crypto's SignedDigestAlgorithm.signature_algo answers for these OIDs.
-_SIGNATURE_ALGOS = {
-    der.encode_oid(dotted): name
-    for dotted, name in [
-        ("1.2.840.113549.1.1.1", "rsassa_pkcs1v15"),  # rsaEncryption, as Apple devices send
-        ("1.2.840.113549.1.1.5", "rsassa_pkcs1v15"),
-        ("1.2.840.113549.1.1.11", "rsassa_pkcs1v15"),
-        ("1.2.840.113549.1.1.12", "rsassa_pkcs1v15"),
-        ("1.2.840.113549.1.1.13", "rsassa_pkcs1v15"),
-        ("1.2.840.10045.4", "ecdsa"),
-        ("1.2.840.10045.4.1", "ecdsa"),
-        ("1.2.840.10045.4.3.2", "ecdsa"),
-        ("1.2.840.10045.4.3.3", "ecdsa"),
-        ("1.2.840.10045.4.3.4", "ecdsa"),
-    ]
-}
 _MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
-_MESSAGE_DIGEST_OID = der.encode_oid(_MESSAGE_DIGEST)
-_SEQUENCE, _SET, _OCTET_STRING, _INTEGER = 0x30, 0x31, 0x04, 0x02
-_CONTEXT_0, _CONTEXT_1, _CONTEXT_0_PRIMITIVE = 0xA0, 0xA1, 0x80
-
-
-def _algorithm(data: bytes, item: der.Element, names: dict[bytes, str]) -> str:
-    """The name of an AlgorithmIdentifier's OID; DERError (so: the general path) if unknown."""
-    name = names.get(der.oid(data, der.children(data, item, _SEQUENCE)[0]))
-    if name is None:
-        raise der.DERError("algorithm left to the general path")
-    return name
-
-
-def _verify_der(data: bytes, content: bytes) -> x509.Certificate:
-    """The same checks as _verify_general, reading strict DER directly."""
-    content_info = der.read(data)
-    if content_info[3] != len(data):
-        raise der.DERError("trailing data")
-    content_type, wrapped = der.children(data, content_info, _SEQUENCE)
-    if der.oid(data, content_type) != _SIGNED_DATA:
-        raise der.DERError("not SignedData")
-    (signed_data,) = der.children(data, wrapped, _CONTEXT_0)
-    parts = der.children(data, signed_data, _SEQUENCE)
-    if len(parts) < 4:
-        raise der.DERError("short SignedData")
-    der.expect(parts[0], _INTEGER)
-    signer_infos = der.children(data, parts[-1], _SET)
-    if len(signer_infos) != 1:
-        raise MessageError("signature must have exactly one signer")
-    fields = der.children(data, signer_infos[0], _SEQUENCE)
-    if len(fields) < 5:
-        raise der.DERError("short SignerInfo")
-    signed_attrs = fields[3] if fields[3][0] == _CONTEXT_0 else None
-    algorithm = fields[4] if signed_attrs else fields[3]
-    # What a device repeats in every signature, read once: see _signer.
-    cert, public_key, hash_name, signature_algo = _signer(
-        data[parts[1][1] : parts[-2][3]],
-        data[fields[0][1] : fields[2][3]],
-        data[algorithm[1] : algorithm[3]],
-    )
-    signature = der.contents(data, fields[5 if signed_attrs else 4], _OCTET_STRING)
-    if signed_attrs is None:
-        signed_bytes = content
-    else:
-        if _message_digest_der(data, signed_attrs) != hashlib.new(hash_name, content).digest():
-            raise MessageError("message digest does not match the body")
-        # The signature covers the attributes with a SET tag, not the [0] tag.
-        signed_bytes = bytes([_SET]) + data[signed_attrs[1] + 1 : signed_attrs[3]]
-    _check_signature(public_key, signature_algo, signature, signed_bytes, _HASHES[hash_name]())
-    return cert
-
-
-@functools.lru_cache(maxsize=4096)
-def _signer(
-    head: bytes, signer_fields: bytes, signature_algorithm: bytes
-) -> tuple[x509.Certificate, object, str, str]:
-    """
-    (certificate, public key, digest, signature algorithm) of a signature whose
-    SignedData fields between version and signerInfos are ``head``, whose
-    SignerInfo begins with ``signer_fields`` (version, sid, digest algorithm)
-    and names ``signature_algorithm``.  None of it depends on the body, and a
-    device sends the same bytes every time, so this is keyed by them.
-    """
-    parts = der.elements(head)
-    if len(parts) < 2:
-        raise der.DERError("short SignedData")
-    for algorithm in der.children(head, parts[0], _SET):
-        der.oid(head, der.children(head, algorithm, _SEQUENCE)[0])
-    der.oid(head, der.children(head, parts[1], _SEQUENCE)[0])
-    index, certificates = 2, []
-    if index < len(parts) and parts[index][0] == _CONTEXT_0:
-        certificates = [
-            der.encoded(head, c)
-            for c in der.children(head, parts[index], _CONTEXT_0)
-            if c[0] == _SEQUENCE
-        ]
-        index += 1
-    if index < len(parts) and parts[index][0] == _CONTEXT_1:
-        index += 1  # CRLs: not used
-    if index != len(parts):
-        raise der.DERError("unexpected SignedData fields")
-    fields = der.elements(signer_fields)
-    hash_name = _algorithm(signer_fields, fields[2], _DIGEST_NAMES)
-    signature_algo = _algorithm(
-        signature_algorithm, der.read(signature_algorithm), _SIGNATURE_ALGOS
-    )
-    signer_der = _find_signer_der(signer_fields, certificates, fields[1])
-    cert, public_key = _load_certificate(signer_der)
-    return cert, public_key, hash_name, signature_algo
-
-
-def _find_signer_der(data: bytes, certificates: list[bytes], sid: der.Element) -> bytes:
-    if sid[0] == _SEQUENCE:
-        issuer, serial = der.children(data, sid, _SEQUENCE)
-        wanted = (der.encoded(data, der.expect(issuer, _SEQUENCE)),
-                  int.from_bytes(der.contents(data, serial, _INTEGER), "big", signed=True))
-        found = [c for c in certificates if _signer_identifiers(c)[:2] == wanted]
-    elif sid[0] == _CONTEXT_0_PRIMITIVE:
-        key_identifier = data[sid[2] : sid[3]]
-        found = [c for c in certificates if _signer_identifiers(c)[2] == key_identifier]
-    else:
-        raise der.DERError("unknown signer identifier")
-    if not found:
-        raise MessageError("signer certificate not included in the signature")
-    return found[0]
-
-
-def _message_digest_der(data: bytes, signed_attrs: der.Element) -> bytes:
-    digests = []
-    for attribute in der.children(data, signed_attrs, _CONTEXT_0):
-        attribute_type, values = der.children(data, attribute, _SEQUENCE)
-        if der.oid(data, attribute_type) == _MESSAGE_DIGEST_OID:
-            values = der.children(data, values, _SET)
-            if len(values) == 1:
-                digests.append(der.contents(data, values[0], _OCTET_STRING))
-    if len(digests) != 1:
-        raise MessageError("signed attributes need exactly one message digest")
-    return digests[0]
 
 
 def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
@@ -305,9 +155,9 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
     signer_der = _find_signer(signed_data["certificates"], signer_info["sid"])
 
     hash_name = signer_info["digest_algorithm"]["algorithm"].native
-    if hash_name not in _HASHES:
+    if hash_name not in HASHES:
         raise MessageError(f"unsupported digest algorithm {hash_name}")
-    hash_algorithm = _HASHES[hash_name]()
+    hash_algorithm = HASHES[hash_name]()
 
     signed_attrs = signer_info["signed_attrs"]
     if isinstance(signed_attrs, core.Void):
@@ -319,8 +169,8 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
         # The signature covers the attributes' DER with a SET tag, not the [0] tag.
         signed_bytes = _set_of(signed_attrs.contents)
 
-    cert, public_key = _load_certificate(signer_der)
-    _check_signature(
+    cert, public_key = load_certificate(signer_der)
+    check_signature(
         public_key,
         signer_info["signature_algorithm"].signature_algo,
         signer_info["signature"].native,
@@ -328,20 +178,6 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
         hash_algorithm,
     )
     return cert
-
-
-@functools.lru_cache(maxsize=4096)
-def _load_certificate(der: bytes) -> tuple[x509.Certificate, object]:
-    """Parsed once per device: the same identity signs every request it sends."""
-    cert = x509.load_der_x509_certificate(der)
-    return cert, cert.public_key()
-
-
-@functools.lru_cache(maxsize=4096)
-def _signer_identifiers(der: bytes) -> tuple[bytes, int, bytes | None]:
-    """(issuer DER, serial, key identifier) of a certificate, read once per certificate."""
-    cert = asn1_x509.Certificate.load(der)
-    return cert.issuer.dump(), cert.serial_number, cert.key_identifier
 
 
 def _find_signer(certificates, sid: cms.SignerIdentifier) -> bytes:
@@ -353,14 +189,14 @@ def _find_signer(certificates, sid: cms.SignerIdentifier) -> bytes:
     ]
     if sid.name == "issuer_and_serial_number":
         wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
-        for der in candidates:
-            if _signer_identifiers(der)[:2] == wanted:
-                return der
+        for candidate in candidates:
+            if signer_identifiers(candidate)[:2] == wanted:
+                return candidate
     else:
         key_identifier = sid.chosen.native
-        for der in candidates:
-            if _signer_identifiers(der)[2] == key_identifier:
-                return der
+        for candidate in candidates:
+            if signer_identifiers(candidate)[2] == key_identifier:
+                return candidate
     raise MessageError("signer certificate not included in the signature")
 
 
@@ -385,16 +221,3 @@ def _set_of(contents: bytes) -> bytes:
         octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
         header = bytes([0x31, 0x80 | len(octets)]) + octets
     return header + contents
-
-
-def _check_signature(public_key, signature_algo, signature, data, hash_algorithm):
-    if signature_algo == "rsassa_pkcs1v15" and isinstance(
-        public_key, rsa.RSAPublicKey
-    ):
-        public_key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
-    elif signature_algo == "ecdsa" and isinstance(
-        public_key, ec.EllipticCurvePublicKey
-    ):
-        public_key.verify(signature, data, ec.ECDSA(hash_algorithm))
-    else:
-        raise MessageError(f"unsupported signature algorithm {signature_algo}")
