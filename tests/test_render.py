@@ -13,13 +13,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.internet.protocol import Protocol
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from nanomdm_tw.errors import HTTPStatusError
 from nanomdm_tw.resources.render import async_render
+
+from .logevents import events, request_lines  # noqa: F401 (a fixture)
 
 
 class Handlers(Resource):
@@ -48,22 +49,6 @@ class Handlers(Resource):
         if what == b"empty":
             return None
         return b"answer:" + what
-
-
-@pytest.fixture
-def events():
-    captured: list[dict] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
-
-
-def request_lines(events: list[dict]) -> list[str]:
-    return [
-        formatEvent(e)
-        for e in events
-        if e.get("log_namespace") == "nanomdm_tw.request" and "log_failure" not in e
-    ]
 
 
 @asynccontextmanager
