@@ -23,12 +23,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet.task import Clock
 
-from nanomdm_tw.crypto import cms
+from nanomdm_tw.crypto import cms, cms_der
 from nanomdm_tw.crypto import der as der_reader
 from nanomdm_tw.crypto.certheader import certificate_from_header
 from nanomdm_tw.crypto.cms import decode_mdm_signature, sign_detached, verify_detached
 from nanomdm_tw.crypto.devca import UID_OID, DevelopmentCA, write_cert_and_key
 from nanomdm_tw.crypto.identity import DeviceIdentity, cert_hash
+from nanomdm_tw.crypto.memo import CertificateMemo
 from nanomdm_tw.crypto.trust import TrustStore
 from nanomdm_tw.errors import AuthenticationError, MessageError
 
@@ -441,6 +442,30 @@ def test_trust_cache_is_bounded(ca):
     assert len(trust._verified) == 2
 
 
+def test_certificate_memo_finds_only_the_same_object(ca, identity):
+    cert = identity[0]
+    twin = x509.load_der_x509_certificate(der(cert))
+    other = issue(ca, None)
+    memo = CertificateMemo(2)
+    memo.put(cert, "cert")
+    assert memo.get(cert) == "cert"
+    assert memo.get(twin) is None  # equal, but another object: the caller's content cache
+    memo.put(twin, "twin")
+    memo.put(other, "other")
+    assert len(memo) == 2
+    assert (memo.get(cert), memo.get(twin), memo.get(other)) == (None, "twin", "other")
+    memo.pop(twin)
+    assert memo.get(twin) is None
+
+
+def test_trust_and_cert_hash_of_an_equal_certificate_object(trust, identity):
+    cert = identity[0]
+    twin = x509.load_der_x509_certificate(der(cert))
+    trust.verify(cert)
+    trust.verify(twin)
+    assert cert_hash(twin) == cert_hash(cert) == hashlib.sha256(der(cert)).hexdigest()
+
+
 # Device identity
 
 
@@ -507,7 +532,7 @@ def test_fast_path_takes_what_devices_send(ec_identity, identity, hash_name, wit
     for cert, key in (identity, ec_identity):
         signature = resign(sign_detached(BODY, cert, key), key, hash_name, with_attributes,
                            by_key_identifier=by_key_identifier)
-        assert cms._verify_der(signature, BODY) == cert
+        assert cms_der.verify_der(signature, BODY) == cert
         assert cms._verify_general(signature, BODY) == cert
 
 
@@ -515,10 +540,10 @@ def test_fast_path_leaves_ber_to_the_general_path(identity):
     cert, key = identity
     signature = sign_detached(BODY, cert, key)
     # The outer SEQUENCE re-encoded with an indefinite length: valid BER, not DER.
-    content_info, _ = der_reader.read(signature)
-    ber = b"\x30\x80" + content_info.value + b"\x00\x00"
+    _, _, start, end = der_reader.read(signature)
+    ber = b"\x30\x80" + signature[start:end] + b"\x00\x00"
     with pytest.raises(der_reader.DERError):
-        cms._verify_der(ber, BODY)
+        cms_der.verify_der(ber, BODY)
     assert verify_detached(ber, BODY) == cert
 
 
@@ -531,12 +556,12 @@ def test_fast_and_general_paths_agree_on_every_mutation(identity):
         mutated = bytearray(signature)
         mutated[position] ^= rng.randrange(1, 256)
         mutated = bytes(mutated)
-        fast = verdict(cms._verify_der, mutated, BODY)
+        fast = verdict(cms_der.verify_der, mutated, BODY)
         general = verdict(cms._verify_general, mutated, BODY)
         if fast == "left to the general path":
             continue
         assert (fast == cert) == (general == cert), (position, fast, general)
-    assert verdict(cms._verify_der, signature, BODY) == cert
+    assert verdict(cms_der.verify_der, signature, BODY) == cert
 
 
 def test_der_reader_refuses_what_it_does_not_take():
@@ -551,8 +576,52 @@ def test_der_reader_refuses_what_it_does_not_take():
             der_reader.read(data)
     signed_data = b"\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02"
     assert der_reader.encode_oid("1.2.840.113549.1.7.2") == signed_data
-    assert der_reader.oid(der_reader.read(b"\x06\x09" + signed_data)[0]) == signed_data
+    encoded = b"\x06\x09" + signed_data
+    assert der_reader.oid(encoded, der_reader.read(encoded)) == signed_data
     sha256 = b"\x60\x86\x48\x01\x65\x03\x04\x02\x01"
     assert der_reader.encode_oid("2.16.840.1.101.3.4.2.1") == sha256
     with pytest.raises(der_reader.DERError, match="bad OID"):
-        der_reader.oid(der_reader.read(b"\x06\x01\x86")[0])
+        der_reader.oid(b"\x06\x01\x86", der_reader.read(b"\x06\x01\x86"))
+
+
+def test_a_device_s_next_signature_is_read_by_its_layout(identity, monkeypatch):
+    cert, key = identity
+    cms_der._layouts.clear()
+    assert cms_der.verify_der(sign_detached(BODY, cert, key), BODY) == cert
+    second = sign_detached(BODY + b"more", cert, key)
+
+    def full_reading(*args):
+        raise AssertionError("read in full")
+
+    monkeypatch.setattr(cms_der, "_signer", full_reading)
+    assert cms_der.verify_der(second, BODY + b"more") == cert
+    with pytest.raises(MessageError, match="digest"):
+        cms_der.verify_der(second, BODY)
+
+
+def test_layout_verdicts_are_a_full_reading_s_on_every_mutation(identity):
+    """With the device's layout known or not, every single-byte change gets the same verdict."""
+    cert, key = identity
+    first = sign_detached(BODY, cert, key)
+    body = BODY + b"next request"
+    second = sign_detached(body, cert, key)
+    rng = random.Random(9)
+    taken_by_layout = 0
+    for position in range(len(second)):
+        mutated = bytearray(second)
+        mutated[position] ^= rng.randrange(1, 256)
+        mutated = bytes(mutated)
+        cms_der._layouts.clear()
+        full = verdict(cms_der.verify_der, mutated, body)
+        cms_der._layouts.clear()
+        cms_der.verify_der(first, BODY)
+        layout = cms_der._layouts[first[: cms_der._KEY_LENGTH]]
+        taken_by_layout += layout.matches(mutated)
+        assert verdict(cms_der.verify_der, mutated, body) == full, position
+    assert taken_by_layout > 250  # digest, signing time and signature bytes
+    for changed in (second + b"\x00", second[:-1], second[:100] + second[101:]):
+        cms_der._layouts.clear()
+        full = verdict(cms_der.verify_der, changed, body)
+        cms_der.verify_der(first, BODY)
+        assert verdict(cms_der.verify_der, changed, body) == full != cert
+    cms_der._layouts.clear()

@@ -4,25 +4,12 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
 
+from .logevents import events, request_lines  # noqa: F401 (a fixture)
 from .serving import serve
-
-
-@pytest.fixture
-def events():
-    captured: list[dict] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
-
-
-def request_lines(events: list[dict]) -> list[str]:
-    return [
-        formatEvent(e) for e in events if e.get("log_namespace") == "nanomdm_tw.request"
-    ]
 
 
 @pytest.mark.parametrize("debug", [False, True])

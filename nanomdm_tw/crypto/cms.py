@@ -10,10 +10,8 @@ The header is attacker-controlled BER: its size is capped before decoding
 and every failure of the parser or the check becomes a MessageError (400).
 """
 
-import base64
 import binascii
 import datetime
-import functools
 import hashlib
 
 from asn1crypto import algos, cms, core
@@ -25,17 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import MessageError
-from . import der
+from . import cms_der, der
+from .signers import HASHES, check_signature, load_certificate, signer_identifiers
 
 MAX_SIGNATURE_HEADER = 64 * 1024
 MAX_SIGNATURE_DER = MAX_SIGNATURE_HEADER * 3 // 4
 
-_HASHES = {
-    "sha1": hashes.SHA1,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
 
 
 def sign_detached(content: bytes, cert: x509.Certificate, key) -> bytes:
@@ -132,7 +125,8 @@ def decode_mdm_signature(header_value: bytes | str, body: bytes) -> x509.Certifi
     if len(header_value) > MAX_SIGNATURE_HEADER:
         raise MessageError("Mdm-Signature header too large")
     try:
-        signature_der = base64.b64decode(header_value.strip(), validate=True)
+        # strict_mode: the alphabet check in C, not b64decode(validate=True)'s regex.
+        signature_der = binascii.a2b_base64(header_value.strip(), strict_mode=True)
     except binascii.Error:
         raise MessageError("Mdm-Signature header is not base64")
     return verify_detached(signature_der, content=body)
@@ -141,128 +135,12 @@ def decode_mdm_signature(header_value: bytes | str, body: bytes) -> x509.Certifi
 def _verify(signature_der: bytes, content: bytes) -> x509.Certificate:
     """The strict-DER fast path; anything it does not take goes to asn1crypto."""
     try:
-        return _verify_der(signature_der, content)
+        return cms_der.verify_der(signature_der, content)
     except der.DERError:
         return _verify_general(signature_der, content)
 
 
-_SIGNED_DATA = der.encode_oid("1.2.840.113549.1.7.2")
-_DIGEST_NAMES = {
-    der.encode_oid(dotted): name
-    for dotted, name in [
-        ("1.3.14.3.2.26", "sha1"),
-        ("2.16.840.1.101.3.4.2.1", "sha256"),
-        ("2.16.840.1.101.3.4.2.2", "sha384"),
-        ("2.16.840.1.101.3.4.2.3", "sha512"),
-    ]
-}
-# What asn1crypto's SignedDigestAlgorithm.signature_algo answers for these OIDs.
-_SIGNATURE_ALGOS = {
-    der.encode_oid(dotted): name
-    for dotted, name in [
-        ("1.2.840.113549.1.1.1", "rsassa_pkcs1v15"),  # rsaEncryption, as Apple devices send
-        ("1.2.840.113549.1.1.5", "rsassa_pkcs1v15"),
-        ("1.2.840.113549.1.1.11", "rsassa_pkcs1v15"),
-        ("1.2.840.113549.1.1.12", "rsassa_pkcs1v15"),
-        ("1.2.840.113549.1.1.13", "rsassa_pkcs1v15"),
-        ("1.2.840.10045.4", "ecdsa"),
-        ("1.2.840.10045.4.1", "ecdsa"),
-        ("1.2.840.10045.4.3.2", "ecdsa"),
-        ("1.2.840.10045.4.3.3", "ecdsa"),
-        ("1.2.840.10045.4.3.4", "ecdsa"),
-    ]
-}
 _MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
-_MESSAGE_DIGEST_OID = der.encode_oid(_MESSAGE_DIGEST)
-_SEQUENCE, _SET, _OCTET_STRING, _INTEGER = 0x30, 0x31, 0x04, 0x02
-_CONTEXT_0, _CONTEXT_1, _CONTEXT_0_PRIMITIVE = 0xA0, 0xA1, 0x80
-
-
-def _algorithm(item: der.TLV, names: dict[bytes, str]) -> str:
-    """The name of an AlgorithmIdentifier's OID; DERError (so: the general path) if unknown."""
-    name = names.get(der.oid(der.children(der.expect(item, _SEQUENCE).value)[0]))
-    if name is None:
-        raise der.DERError("algorithm left to the general path")
-    return name
-
-
-def _verify_der(signature_der: bytes, content: bytes) -> x509.Certificate:
-    """The same checks as _verify_general, reading strict DER directly."""
-    content_info, end = der.read(signature_der)
-    if end != len(signature_der):
-        raise der.DERError("trailing data")
-    content_type, wrapped = der.children(der.expect(content_info, _SEQUENCE).value)
-    if der.oid(content_type) != _SIGNED_DATA:
-        raise der.DERError("not SignedData")
-    (signed_data,) = der.children(der.expect(wrapped, _CONTEXT_0).value)
-    parts = der.children(der.expect(signed_data, _SEQUENCE).value)
-    if len(parts) < 4:
-        raise der.DERError("short SignedData")
-    der.expect(parts[0], _INTEGER)
-    for algorithm in der.children(der.expect(parts[1], _SET).value):
-        der.oid(der.children(der.expect(algorithm, _SEQUENCE).value)[0])
-    der.oid(der.children(der.expect(parts[2], _SEQUENCE).value)[0])
-    index, certificates = 3, []
-    if index < len(parts) and parts[index].tag == _CONTEXT_0:
-        certificates = [c.encoded for c in der.children(parts[index].value) if c.tag == _SEQUENCE]
-        index += 1
-    if index < len(parts) and parts[index].tag == _CONTEXT_1:
-        index += 1  # CRLs: not used
-    if index != len(parts) - 1:
-        raise der.DERError("unexpected SignedData fields")
-    signer_infos = der.children(der.expect(parts[index], _SET).value)
-    if len(signer_infos) != 1:
-        raise MessageError("signature must have exactly one signer")
-    fields = der.children(der.expect(signer_infos[0], _SEQUENCE).value)
-    if len(fields) < 5:
-        raise der.DERError("short SignerInfo")
-    hash_name = _algorithm(fields[2], _DIGEST_NAMES)
-    position = 3
-    signed_attrs = None
-    if fields[position].tag == _CONTEXT_0:
-        signed_attrs = fields[position]
-        position += 1
-    signature_algo = _algorithm(fields[position], _SIGNATURE_ALGOS)
-    signature = der.expect(fields[position + 1], _OCTET_STRING).value
-    signer_der = _find_signer_der(certificates, fields[1])
-    if signed_attrs is None:
-        signed_bytes = content
-    else:
-        if _message_digest_der(signed_attrs) != hashlib.new(hash_name, content).digest():
-            raise MessageError("message digest does not match the body")
-        # The signature covers the attributes with a SET tag, not the [0] tag.
-        signed_bytes = bytes([_SET]) + signed_attrs.encoded[1:]
-    cert, public_key = _load_certificate(signer_der)
-    _check_signature(public_key, signature_algo, signature, signed_bytes, _HASHES[hash_name]())
-    return cert
-
-
-def _find_signer_der(certificates: list[bytes], sid: der.TLV) -> bytes:
-    if sid.tag == _SEQUENCE:
-        issuer, serial = der.children(sid.value)
-        wanted = (der.expect(issuer, _SEQUENCE).encoded,
-                  int.from_bytes(der.expect(serial, _INTEGER).value, "big", signed=True))
-        found = [c for c in certificates if _signer_identifiers(c)[:2] == wanted]
-    elif sid.tag == _CONTEXT_0_PRIMITIVE:
-        found = [c for c in certificates if _signer_identifiers(c)[2] == sid.value]
-    else:
-        raise der.DERError("unknown signer identifier")
-    if not found:
-        raise MessageError("signer certificate not included in the signature")
-    return found[0]
-
-
-def _message_digest_der(signed_attrs: der.TLV) -> bytes:
-    digests = []
-    for attribute in der.children(signed_attrs.value):
-        attribute_type, values = der.children(der.expect(attribute, _SEQUENCE).value)
-        if der.oid(attribute_type) == _MESSAGE_DIGEST_OID:
-            values = der.children(der.expect(values, _SET).value)
-            if len(values) == 1:
-                digests.append(der.expect(values[0], _OCTET_STRING).value)
-    if len(digests) != 1:
-        raise MessageError("signed attributes need exactly one message digest")
-    return digests[0]
 
 
 def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
@@ -277,9 +155,9 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
     signer_der = _find_signer(signed_data["certificates"], signer_info["sid"])
 
     hash_name = signer_info["digest_algorithm"]["algorithm"].native
-    if hash_name not in _HASHES:
+    if hash_name not in HASHES:
         raise MessageError(f"unsupported digest algorithm {hash_name}")
-    hash_algorithm = _HASHES[hash_name]()
+    hash_algorithm = HASHES[hash_name]()
 
     signed_attrs = signer_info["signed_attrs"]
     if isinstance(signed_attrs, core.Void):
@@ -291,8 +169,8 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
         # The signature covers the attributes' DER with a SET tag, not the [0] tag.
         signed_bytes = _set_of(signed_attrs.contents)
 
-    cert, public_key = _load_certificate(signer_der)
-    _check_signature(
+    cert, public_key = load_certificate(signer_der)
+    check_signature(
         public_key,
         signer_info["signature_algorithm"].signature_algo,
         signer_info["signature"].native,
@@ -300,20 +178,6 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
         hash_algorithm,
     )
     return cert
-
-
-@functools.lru_cache(maxsize=4096)
-def _load_certificate(der: bytes) -> tuple[x509.Certificate, object]:
-    """Parsed once per device: the same identity signs every request it sends."""
-    cert = x509.load_der_x509_certificate(der)
-    return cert, cert.public_key()
-
-
-@functools.lru_cache(maxsize=4096)
-def _signer_identifiers(der: bytes) -> tuple[bytes, int, bytes | None]:
-    """(issuer DER, serial, key identifier) of a certificate, read once per certificate."""
-    cert = asn1_x509.Certificate.load(der)
-    return cert.issuer.dump(), cert.serial_number, cert.key_identifier
 
 
 def _find_signer(certificates, sid: cms.SignerIdentifier) -> bytes:
@@ -325,14 +189,14 @@ def _find_signer(certificates, sid: cms.SignerIdentifier) -> bytes:
     ]
     if sid.name == "issuer_and_serial_number":
         wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
-        for der in candidates:
-            if _signer_identifiers(der)[:2] == wanted:
-                return der
+        for candidate in candidates:
+            if signer_identifiers(candidate)[:2] == wanted:
+                return candidate
     else:
         key_identifier = sid.chosen.native
-        for der in candidates:
-            if _signer_identifiers(der)[2] == key_identifier:
-                return der
+        for candidate in candidates:
+            if signer_identifiers(candidate)[2] == key_identifier:
+                return candidate
     raise MessageError("signer certificate not included in the signature")
 
 
@@ -357,16 +221,3 @@ def _set_of(contents: bytes) -> bytes:
         octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
         header = bytes([0x31, 0x80 | len(octets)]) + octets
     return header + contents
-
-
-def _check_signature(public_key, signature_algo, signature, data, hash_algorithm):
-    if signature_algo == "rsassa_pkcs1v15" and isinstance(
-        public_key, rsa.RSAPublicKey
-    ):
-        public_key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
-    elif signature_algo == "ecdsa" and isinstance(
-        public_key, ec.EllipticCurvePublicKey
-    ):
-        public_key.verify(signature, data, ec.ECDSA(hash_algorithm))
-    else:
-        raise MessageError(f"unsupported signature algorithm {signature_algo}")

@@ -6,66 +6,85 @@ ASN.1 library costs several times the signature check itself.  This reads
 definite-length DER only, one level at a time (no recursion), and raises
 DERError on anything else; the caller then falls back to the general
 parser, so unusual but valid encodings (BER) still work.
+
+An element is a plain tuple of offsets into the buffer it was read from,
+not an object holding copies: a signature has some forty elements and is
+read on every request.
 """
 
-from typing import NamedTuple
+# (tag, header start, contents start, end): the identifier octet (low-tag-number
+# form only); the element is data[header:end], its contents data[start:end].
+Element = tuple[int, int, int, int]
 
 
 class DERError(ValueError):
     """Not the strict DER this reader takes."""
 
 
-class TLV(NamedTuple):
-    tag: int  # the identifier octet (low-tag-number form only)
-    value: bytes  # the contents octets
-    encoded: bytes  # the whole element, header included
-
-
-def read(data: bytes, offset: int = 0) -> tuple[TLV, int]:
-    """The element at ``offset`` and the offset just after it."""
-    end = len(data)
+def read(data: bytes, offset: int = 0, end: int | None = None) -> Element:
+    """The element at ``offset``, which must end by ``end`` (default: the data's end)."""
+    if end is None:
+        end = len(data)
     if offset + 2 > end:
         raise DERError("truncated")
     tag = data[offset]
     if tag & 0x1F == 0x1F:
         raise DERError("high tag number")
-    first = data[offset + 1]
-    header = 2
-    if first < 0x80:
-        length = first
-    elif first == 0x80:
-        raise DERError("indefinite length")
-    else:
-        count = first & 0x7F
-        if count > 4 or offset + 2 + count > end:
+    length = data[offset + 1]
+    start = offset + 2
+    if length >= 0x80:
+        if length == 0x80:
+            raise DERError("indefinite length")
+        count = length & 0x7F
+        if count > 4 or start + count > end:
             raise DERError("bad length")
-        length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
-        header += count
-    start = offset + header
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
     stop = start + length
     if stop > end:
         raise DERError("truncated")
-    return TLV(tag, data[start:stop], data[offset:stop]), stop
+    return tag, offset, start, stop
 
 
-def children(value: bytes) -> list[TLV]:
-    """The elements that make up a constructed element's contents."""
-    items, offset = [], 0
-    while offset < len(value):
-        item, offset = read(value, offset)
+def children(data: bytes, element: Element, tag: int) -> list[Element]:
+    """The elements that make up the contents of ``element``, which must have ``tag``."""
+    if element[0] != tag:
+        raise DERError(f"tag {element[0]:#x}, expected {tag:#x}")
+    return elements(data, element[2], element[3])
+
+
+def elements(data: bytes, offset: int = 0, end: int | None = None) -> list[Element]:
+    """The elements one after another in ``data[offset:end]`` (default: all of it)."""
+    if end is None:
+        end = len(data)
+    items = []
+    while offset < end:
+        item = read(data, offset, end)
         items.append(item)
+        offset = item[3]
     return items
 
 
-def expect(item: TLV, tag: int) -> TLV:
-    if item.tag != tag:
-        raise DERError(f"tag {item.tag:#x}, expected {tag:#x}")
-    return item
+def expect(element: Element, tag: int) -> Element:
+    if element[0] != tag:
+        raise DERError(f"tag {element[0]:#x}, expected {tag:#x}")
+    return element
 
 
-def oid(item: TLV) -> bytes:
+def contents(data: bytes, element: Element, tag: int) -> bytes:
+    """The contents octets of ``element``, which must have ``tag``."""
+    expect(element, tag)
+    return data[element[2] : element[3]]
+
+
+def encoded(data: bytes, element: Element) -> bytes:
+    """The whole element, header included."""
+    return data[element[1] : element[3]]
+
+
+def oid(data: bytes, element: Element) -> bytes:
     """An OBJECT IDENTIFIER's encoded contents, to compare with ``encode_oid`` constants."""
-    value = expect(item, 0x06).value
+    value = contents(data, element, 0x06)
     if not value or value[-1] & 0x80:
         raise DERError("bad OID")
     return value

@@ -15,14 +15,26 @@ from cryptography.hazmat.primitives import hashes
 from ..errors import MessageError
 from .certheader import certificate_from_header
 from .cms import decode_mdm_signature
+from .memo import CertificateMemo
 from .trust import TrustStore
 
 MDM_SIGNATURE_HEADER = b"Mdm-Signature"
 
 
-@functools.lru_cache(maxsize=65536)
 def cert_hash(cert: x509.Certificate) -> str:
     """Lowercase hex SHA-256 of the DER: the key of cert auth associations."""
+    value = _recent_hashes.get(cert)
+    if value is None:
+        value = _cert_hash(cert)
+        _recent_hashes.put(cert, value)
+    return value
+
+
+_recent_hashes: CertificateMemo[str] = CertificateMemo(4096)
+
+
+@functools.lru_cache(maxsize=65536)
+def _cert_hash(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 

@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
 from ..errors import AuthenticationError
+from .memo import CertificateMemo
 
 _CLIENT_USAGES = frozenset(
     {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
@@ -68,6 +69,8 @@ class TrustStore:
         self._clock = clock or _WallClock()
         self._cache_size = cache_size
         self._verified: OrderedDict[x509.Certificate, float] = OrderedDict()
+        # The same verdicts found by object identity first (see memo.py).
+        self._recent: CertificateMemo[float] = CertificateMemo(cache_size)
 
     @classmethod
     def from_files(
@@ -81,14 +84,20 @@ class TrustStore:
     def verify(self, cert: x509.Certificate) -> None:
         """Raise AuthenticationError unless ``cert`` is a valid client cert of ours."""
         now = self._clock.seconds()
+        expires = self._recent.get(cert)
+        if expires is not None and now < expires:
+            return
         key = cert  # hashed and compared by its DER, cheaper than a fingerprint
         expires = self._verified.get(key)
         if expires is not None:
             if now < expires:
                 self._verified.move_to_end(key)
+                self._recent.put(cert, expires)
                 return
             del self._verified[key]
-        self._verified[key] = self._verify_chain(cert, now)
+            self._recent.pop(cert)
+        expires = self._verified[key] = self._verify_chain(cert, now)
+        self._recent.put(cert, expires)
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
 

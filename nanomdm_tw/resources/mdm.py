@@ -37,8 +37,10 @@ class Accepts(Enum):
 
 def url_params(request: Request) -> dict[str, str]:
     """The query parameters of the request URL (first value of each)."""
-    query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
-    return dict(parse_qsl(query, keep_blank_values=True))
+    query = request.uri.partition(b"?")[2]
+    if not query:
+        return {}
+    return dict(parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 class MDMEndpoint(Resource):

@@ -74,11 +74,6 @@ class _Queued:
     status: str | None = None
     result: bytes | None = field(default=None, repr=False)
 
-    def is_pending(self, skip_not_now: bool) -> bool:
-        if not self.active:
-            return False
-        return self.status is None or (self.status == NOT_NOW and not skip_not_now)
-
 
 @implementer(IStorage)
 class MemoryStorage:
@@ -249,14 +244,17 @@ class MemoryStorage:
     async def retrieve_next_command(
         self, request: MDMRequest, skip_not_now: bool
     ) -> Command | None:
-        pending = [
-            (-queued.priority, queued.seq, command_uuid)
-            for command_uuid, queued in self._queues.get(request.enroll_id.id, {}).items()
-            if queued.is_pending(skip_not_now)
-        ]
-        if not pending:
-            return None
-        return self._commands[min(pending)[2]]
+        # One pass, no call per entry: answered entries stay in the queue
+        # (without delete) and every report and Idle scans it.
+        best = None
+        for command_uuid, queued in self._queues.get(request.enroll_id.id, {}).items():
+            if queued.active and (
+                queued.status is None or (queued.status == NOT_NOW and not skip_not_now)
+            ):
+                rank = (-queued.priority, queued.seq)
+                if best is None or rank < best[0]:
+                    best = (rank, command_uuid)
+        return None if best is None else self._commands[best[1]]
 
     async def clear_queue(self, request: MDMRequest) -> None:
         for enrollment_id in self._with_sub_enrollments(request.enroll_id.id):
