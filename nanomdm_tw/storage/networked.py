@@ -22,6 +22,7 @@ from ..mdm.messages import CommandReport
 from . import NOT_NOW
 from .interfaces import StorageUnreachable
 from .sql import SQLStorage
+from .threadpool import SharedQueueThreadPool
 
 DEFAULT_MAX_OPEN_CONNS = 10
 DEFAULT_MIN_OPEN_CONNS = 3
@@ -40,11 +41,22 @@ class LifetimePool(ConnectionPool):
     def __init__(self, *args: Any, max_lifetime: float = 0.0, max_idle_time: float = 0.0,
                  clock: Callable[[], float] = time.monotonic, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._use_shared_queue()
         self.max_lifetime = max_lifetime
         self.max_idle_time = max_idle_time
         self._clock = clock
         self._opened_at: dict[int, float] = {}
         self._used_at: dict[int, float] = {}
+
+    def _use_shared_queue(self) -> None:
+        # adbapi makes a Twisted ThreadPool, and starts it from __init__ when
+        # the reactor is running already: swapped for ours before its first use.
+        if not isinstance(self.threadpool, SharedQueueThreadPool):
+            self.threadpool = SharedQueueThreadPool(self.min, self.max)
+
+    def start(self) -> None:
+        self._use_shared_queue()
+        super().start()
 
     def connect(self) -> Any:
         tid = self.threadID()
