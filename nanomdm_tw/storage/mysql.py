@@ -15,6 +15,7 @@ import math
 import re
 from typing import Any
 
+from pymysql.constants import CLIENT
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
 
 from .dsn import MySQLDSN, parse_dsn
@@ -105,6 +106,7 @@ class MySQLClientPool(LifetimePool):
 class MySQLStorage(NetworkedStorage):
     dialect = MYSQL
     product = "MySQL"
+    merges_begin = True
 
     def __init__(self, dsn: str, options: dict[str, Any] | None = None, reactor: Any = None):
         super().__init__(options, reactor)
@@ -121,6 +123,8 @@ class MySQLStorage(NetworkedStorage):
                     "(pip install 'nanomdm-tw[mysqlclient]')"
                 )
             kwargs = _mysqlclient_kwargs(kwargs)
+        # BEGIN goes with the first statement that needs it (mysqlclient allows this anyway).
+        kwargs["client_flag"] |= CLIENT.MULTI_STATEMENTS
         self.driver = chosen
         self._connect_kwargs = kwargs
 
@@ -129,7 +133,7 @@ class MySQLStorage(NetworkedStorage):
             pool_class, module = MySQLClientPool, "MySQLdb"
         else:
             pool_class, module = LifetimePool, "pymysql"
-        return pool_class(module, autocommit=False, **self._pool_options(), **self._connect_kwargs)
+        return pool_class(module, autocommit=True, **self._pool_options(), **self._connect_kwargs)
 
     @staticmethod
     def always_retryable(error: BaseException) -> bool:
