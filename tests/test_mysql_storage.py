@@ -6,6 +6,7 @@ themselves are the conformance suite's (mysql is one of its backends).
 """
 
 import base64
+import importlib.util
 import ssl
 
 import pymysql
@@ -24,6 +25,7 @@ from nanomdm_tw.storage import make_storage, parse_storage_options
 from nanomdm_tw.storage.dsn import parse_dsn
 from nanomdm_tw.storage.lastseen import LastSeenBatcher
 from nanomdm_tw.storage.multi import MultiStorage
+from nanomdm_tw.storage import mysql as mysql_backend
 from nanomdm_tw.storage.mysql import MySQLStorage, expected_schema
 from nanomdm_tw.storage.sql import not_idempotent
 from nanomdm_tw.tap import Options
@@ -561,3 +563,53 @@ async def test_a_deadlock_victim_runs_once_more_a_lost_commit_does_not(storage):
     with pytest.raises(pymysql.err.OperationalError):
         await storage._interact(not_idempotent(flaky), 2013)
     assert attempts == [2013]
+
+
+# -- drivers ----------------------------------------------------------------------------
+
+HAS_MYSQLCLIENT = importlib.util.find_spec("MySQLdb") is not None
+# Every driver installed here; PyMySQL always is.
+INSTALLED_DRIVERS = ["pymysql"] + (["mysqlclient"] if HAS_MYSQLCLIENT else [])
+
+
+def test_driver_option_and_the_default_choice():
+    assert parse_storage_options("driver=pymysql") == {"driver": "pymysql"}
+    with pytest.raises(ValueError, match="invalid value for driver"):
+        parse_storage_options("driver=oracle")
+    default = "mysqlclient" if HAS_MYSQLCLIENT else "pymysql"
+    assert MySQLStorage("u@tcp(h:1)/d").driver == default
+    assert MySQLStorage("u@tcp(h:1)/d", {"driver": "pymysql"}).driver == "pymysql"
+    # go-sql-driver's tls modes map onto PyMySQL's TLS settings.
+    assert MySQLStorage("u@tcp(h:1)/d?tls=true").driver == "pymysql"
+
+
+def test_mysqlclient_asked_for_where_it_is_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(mysql_backend, "_has_mysqlclient", lambda: False)
+    assert MySQLStorage("u@tcp(h:1)/d").driver == "pymysql"
+    with pytest.raises(ValueError, match="mysqlclient is not installed"):
+        MySQLStorage("u@tcp(h:1)/d", {"driver": "mysqlclient"})
+
+
+@pytest.mark.parametrize("driver", INSTALLED_DRIVERS)
+@pytest_twisted.ensureDeferred
+async def test_each_installed_driver_serves_the_queue_and_survives_a_killed_connection(
+    driver, database
+):
+    store = MySQLStorage(database.dsn, {"driver": driver, "max_open_conns": 1})
+    await store.open()
+    try:
+        assert store._pool.dbapiName == {"mysqlclient": "MySQLdb", "pymysql": "pymysql"}[driver]
+        request = await enroll(store)
+        queued = command("CMD-DRIVER")
+        assert await store.enqueue_command([request.enroll_id.id], queued) == {}
+        assert await store.retrieve_next_command(request, False) == queued
+        acknowledged = report("Acknowledged", "CMD-DRIVER")
+        assert await store.report_and_next(request, acknowledged, False) is None
+        before = await connection_id(store)
+        database.query(f"KILL {before}")
+        update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x03", PushMagic="PM3")
+        await store.store_token_update(request, update)  # not idempotent: no retry needed
+        assert await store.retrieve_token_update_tally(request.enroll_id.id) == 2
+        assert await connection_id(store) != before
+    finally:
+        await store.close()

@@ -8,6 +8,7 @@ answering one command at once with delete=1 (no deadlock, nothing left).
 
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import defer
@@ -20,7 +21,7 @@ from nanomdm_tw.tools.sim import make_command as make_sim_command
 
 from . import mysqlserver, pgsqlserver
 from .serving import serve
-from .storage_messages import command, enroll, report, retries_logged
+from .storage_messages import TOPIC, checkin, command, enroll, report, retries_logged
 
 
 @dataclass
@@ -28,13 +29,15 @@ class Server:
     name: str  # the --storage name
     storage_class: type
     throwaway: type
-    # Round trips of one enqueue to many IDs: psycopg sends its own BEGIN.
+    # Round trips of one enqueue to many IDs, and of a TokenUpdate: BEGIN goes
+    # with the first write on MySQL (multi-statements), on its own on PostgreSQL.
     fan_out_round_trips: int
+    token_update_round_trips: int
 
 
 SERVERS = [
-    Server("mysql", MySQLStorage, mysqlserver.ThrowawayDatabase, 6),
-    Server("pgsql", PgSQLStorage, pgsqlserver.ThrowawayDatabase, 7),
+    Server("mysql", MySQLStorage, mysqlserver.ThrowawayDatabase, 6, 3),
+    Server("pgsql", PgSQLStorage, pgsqlserver.ThrowawayDatabase, 7, 4),
 ]
 
 
@@ -150,3 +153,73 @@ async def test_two_hundred_devices_answer_one_command_over_http_with_delete(
         assert [(r.code, r.plist) for r in replies] == [(200, None)] * 200
     for table in ("commands", "command_results", "enrollment_queue"):
         assert database.query(f"SELECT COUNT(*) FROM {table}") == [(0,)], table
+
+
+# -- transactions only where something is written ---------------------------------------
+
+
+def _in_transaction(server, txn) -> bool:
+    """What the database server says: is this session inside a transaction now?"""
+    if server.name == "mysql":
+        txn.execute("SELECT @@in_transaction")
+        return bool(txn.fetchone()[0])
+    return txn._connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+@pytest_twisted.ensureDeferred
+async def test_reading_work_sends_no_begin_and_no_commit(server, storage):
+    request = await enroll(storage)
+    seen = []
+
+    def idle_check(txn):
+        next_command = storage._retrieve_next_command(txn, request.enroll_id.id, False)
+        seen.append(_in_transaction(server, txn))
+        return next_command
+
+    before = storage.round_trips().get("idle_check", (0, 0))
+    assert await storage._interact(idle_check) is None
+    assert seen == [False]  # the SELECT ran on its own, not in a transaction
+    calls, trips = storage.round_trips()["idle_check"]
+    assert (calls - before[0], trips - before[1]) == (1, 1)  # no BEGIN, no COMMIT
+    # The storage's own Idle check-in on an empty queue: one round trip.
+    assert await storage.retrieve_next_command(request, False) is None
+    assert storage.round_trips()["_retrieve_next_command"] == (1, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_first_write_begins_one_transaction_for_the_rest(server, storage, database):
+    await enroll(storage, "W-1")
+    seen = []
+
+    def read_then_write_then_fail(txn):
+        storage._one(txn, "SELECT serial_number FROM devices WHERE id = ?", ("W-1",))
+        seen.append(_in_transaction(server, txn))
+        storage._execute(txn, "UPDATE devices SET serial_number = 'CHANGED' WHERE id = 'W-1'")
+        seen.append(_in_transaction(server, txn))
+        storage._execute(
+            txn,
+            "INSERT INTO devices (id, authenticate, authenticate_at) "
+            "VALUES ('W-2', 'x', CURRENT_TIMESTAMP)",
+        )
+        raise ValueError("the interaction fails after writing")
+
+    with pytest.raises(ValueError):
+        await storage._interact(read_then_write_then_fail)
+    assert seen == [False, True]
+    # Both writes rolled back together.
+    assert database.query("SELECT serial_number FROM devices WHERE id = 'W-1'") == [
+        ("SERIAL-W-1",)
+    ]
+    assert database.query("SELECT COUNT(*) FROM devices WHERE id = 'W-2'") == [(0,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_update_is_one_transaction_of_its_statements(server, storage):
+    request = await enroll(storage)
+    update = checkin("TokenUpdate", Topic=TOPIC, Token=b"\x02", PushMagic="PM2")
+    before = storage.round_trips()["_store_token_update"]
+    await storage.store_token_update(request, update)
+    calls, trips = storage.round_trips()["_store_token_update"]
+    # UPDATE and upsert, COMMIT; MySQL sends BEGIN with the UPDATE, psycopg on its own.
+    assert (calls - before[0], trips - before[1]) == (1, server.token_update_round_trips)
+    assert await storage.retrieve_token_update_tally(request.enroll_id.id) == 2

@@ -7,24 +7,98 @@ the schema command rather than at start-up, the schema version read off the
 tables (a database NanoMDM created counts as version 1), and ``delete=1``
 in two transactions so that enrollments answering one command together do
 not queue up on that command's row.
+
+Connections are in autocommit mode and an interaction's transaction begins
+at its first statement that writes or takes locks: work that only reads
+(an Idle check-in on an empty queue) is its statements alone, with no
+BEGIN or COMMIT round trip.  Reads before the first write run each on the
+latest committed data, as every statement does under PostgreSQL's READ
+COMMITTED; an interaction needing one snapshot for several reads says so
+with ``one_snapshot``.
 """
 
+import re
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.enterprise.adbapi import Connection, ConnectionPool, Transaction
 from twisted.python.failure import Failure
 
 from ..mdm.messages import CommandReport
 from . import NOT_NOW
 from .interfaces import StorageUnreachable
 from .sql import SQLStorage, schema_files
+from .threadpool import SharedQueueThreadPool
 
 DEFAULT_MAX_OPEN_CONNS = 10
 DEFAULT_MIN_OPEN_CONNS = 3
+
+
+# A statement that neither writes nor locks: a plain SELECT.
+_PLAIN_READ = re.compile(
+    r"\s*SELECT\b(?!.*\b(?:FOR\s+(?:UPDATE|SHARE)|LOCK\s+IN\s+SHARE\s+MODE)\b)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=1024)
+def needs_transaction(query: str) -> bool:
+    """Whether a statement writes or locks, so must run inside the transaction."""
+    return _PLAIN_READ.match(query) is None
+
+
+class LazyConnection(Connection):
+    """adbapi's connection wrapper, with nothing to commit until a transaction was begun."""
+
+    in_transaction = False
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            self._connection.commit()
+
+    def rollback(self) -> None:
+        self.in_transaction = False
+        super().rollback()
+
+
+class LazyTransaction(Transaction):
+    """
+    adbapi's cursor wrapper on an autocommit connection: the first statement
+    that writes or locks begins the transaction, in the same round trip when
+    the driver takes several statements at once (the pool's ``merges_begin``).
+    """
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._connection.in_transaction
+
+    def begin(self) -> None:
+        self._connection.in_transaction = True
+        self._cursor.execute("BEGIN")
+
+    def execute(self, query: str, args: Any = None) -> None:
+        if self._connection.in_transaction or not needs_transaction(query):
+            self._cursor.execute(query, args)
+        elif self._pool.merges_begin:
+            self._connection.in_transaction = True
+            self._cursor.execute("BEGIN; " + query, args)
+            self._cursor.nextset()  # from BEGIN's result to the statement's
+        else:
+            self.begin()
+            self._cursor.execute(query, args)
+
+    def executemany(self, query: str, rows: list[tuple]) -> None:
+        if not self._connection.in_transaction:
+            self.begin()
+        self._cursor.executemany(query, rows)
+
+    def commit(self) -> None:
+        self._connection.commit()
 
 
 class LifetimePool(ConnectionPool):
@@ -37,14 +111,30 @@ class LifetimePool(ConnectionPool):
     connection's never is).
     """
 
+    connectionFactory = LazyConnection
+    transactionFactory = LazyTransaction
+
     def __init__(self, *args: Any, max_lifetime: float = 0.0, max_idle_time: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, **kwargs: Any):
+                 merges_begin: bool = False, clock: Callable[[], float] = time.monotonic,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.merges_begin = merges_begin
+        self._use_shared_queue()
         self.max_lifetime = max_lifetime
         self.max_idle_time = max_idle_time
         self._clock = clock
         self._opened_at: dict[int, float] = {}
         self._used_at: dict[int, float] = {}
+
+    def _use_shared_queue(self) -> None:
+        # adbapi makes a Twisted ThreadPool, and starts it from __init__ when
+        # the reactor is running already: swapped for ours before its first use.
+        if not isinstance(self.threadpool, SharedQueueThreadPool):
+            self.threadpool = SharedQueueThreadPool(self.min, self.max)
+
+    def start(self) -> None:
+        self._use_shared_queue()
+        super().start()
 
     def connect(self) -> Any:
         tid = self.threadID()
@@ -116,6 +206,7 @@ class NetworkedStorage(SQLStorage):
             cp_reactor=self._reactor,
             max_lifetime=self._max_lifetime,
             max_idle_time=self._max_idle_time,
+            merges_begin=self.merges_begin,
         )
 
     # Whether an error means the server could not be reached (or the connection died).
@@ -123,6 +214,41 @@ class NetworkedStorage(SQLStorage):
     # Whether a failed transaction may always run again: rolled back whole (deadlock,
     # lock wait) or never started (no connection).
     always_retryable: Callable[[BaseException], bool]
+
+    # -- transactions begun by the first statement that needs one (LazyTransaction) --
+
+    # Whether the driver sends "BEGIN; <statement>" as one round trip (multi-statements).
+    merges_begin: bool
+
+    @staticmethod
+    def _in_transaction(txn: LazyTransaction | Any) -> bool:
+        # A plain cursor (the schema command's) is in its connection's transaction.
+        return getattr(txn, "in_transaction", True)
+
+    def _begin(self, txn: LazyTransaction, fn: Callable[..., Any]) -> None:
+        if getattr(fn, "one_snapshot", False):
+            self._count_round_trip()
+            txn.begin()
+
+    def _will_commit(self, txn: LazyTransaction) -> bool:
+        return self._in_transaction(txn)
+
+    def _execute(self, txn: LazyTransaction, query: str, args: Iterable[Any] = ()) -> None:
+        began = not self._in_transaction(txn)
+        super()._execute(txn, query, args)
+        if began and self._in_transaction(txn) and not self.merges_begin:
+            self._count_round_trip()  # the BEGIN sent before it
+
+    def _execute_many(self, txn: LazyTransaction, query: str, rows: list[tuple]) -> None:
+        if not self._in_transaction(txn):
+            self._count_round_trip()  # the BEGIN sent before it
+        super()._execute_many(txn, query, rows)
+
+    def _commit(self, txn: LazyTransaction) -> None:
+        """Commit what the interaction wrote so far; what follows begins anew."""
+        if self._in_transaction(txn):
+            self._count_round_trip()
+            txn.commit()
 
     def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
         """Always when nothing took effect; after a lost connection only if idempotent."""
@@ -196,7 +322,7 @@ class NetworkedStorage(SQLStorage):
         if txn.rowcount == 0:
             return self._not_queued(enrollment_id, report)
         self._execute(txn, "DELETE FROM command_results WHERE id = ? AND command_uuid = ?", key)
-        self._execute(txn, "COMMIT")
+        self._commit(txn)
         referenced = self._one(
             txn,
             "SELECT EXISTS (SELECT 1 FROM enrollment_queue WHERE command_uuid = ?) "

@@ -6,7 +6,8 @@ rows and commands once every enrollment has answered them.  The MySQL
 backend adds its connection pool's knobs, named after Go's ``sql.DB``
 settings: ``max_open_conns``, ``min_open_conns``, ``conn_max_lifetime`` and
 ``conn_max_idle_time`` (Go durations such as ``30s``, ``5m``, ``1h``; 0 is
-no limit).
+no limit), and ``driver``: ``mysqlclient`` or ``pymysql`` (by default
+mysqlclient when it is installed).
 """
 
 from collections.abc import Callable
@@ -15,12 +16,19 @@ from typing import Any
 from ..duration import parse_duration
 
 _BOOLEANS = {"1": True, "0": False}
+_DRIVERS = ("mysqlclient", "pymysql")
 
 
 def _boolean(text: str) -> bool:
     if text not in _BOOLEANS:
         raise ValueError(f"{text!r} (use 0 or 1)")
     return _BOOLEANS[text]
+
+
+def _driver(text: str) -> str:
+    if text not in _DRIVERS:
+        raise ValueError(f"{text!r} (use {' or '.join(_DRIVERS)})")
+    return text
 
 
 def _connections(text: str) -> int:
@@ -37,6 +45,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "min_open_conns": _connections,
     "conn_max_lifetime": parse_duration,
     "conn_max_idle_time": parse_duration,
+    "driver": _driver,
 }
 
 

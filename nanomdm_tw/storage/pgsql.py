@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
+from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
 
 from .networked import LifetimePool, NetworkedStorage, report_missing
 from .sql import Dialect, schema_files
@@ -121,6 +121,7 @@ def is_connection_error(error: BaseException) -> bool:
 class PgSQLStorage(NetworkedStorage):
     dialect = PGSQL
     product = "PostgreSQL"
+    merges_begin = False  # parameters are bound server-side: one statement per message
 
     def __init__(self, dsn: str, options: dict[str, Any] | None = None, reactor: Any = None):
         super().__init__(options, reactor)
@@ -130,14 +131,10 @@ class PgSQLStorage(NetworkedStorage):
         return PgSQLPool(
             "psycopg",
             self.dsn.conninfo,
-            autocommit=False,
+            autocommit=True,
             cp_openfun=_prepare_connection,
             **self._pool_options(),
         )
-
-    def _begin(self, txn: Transaction) -> None:
-        """psycopg sends its own BEGIN before the first statement: one more round trip."""
-        self._count_round_trip()
 
     def _binary(self, value: bytes) -> psycopg.Binary:
         """BYTEA, as NanoMDM's schema has it (plain bytes are bound as text here)."""

@@ -175,6 +175,12 @@ def not_idempotent(interaction: Callable[..., Any]) -> Callable[..., Any]:
     return interaction
 
 
+def one_snapshot(interaction: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an interaction whose reads must see one snapshot, as one transaction from its first."""
+    interaction.one_snapshot = True
+    return interaction
+
+
 @implementer(IStorage)
 class SQLStorage:
     """IStorage over an adbapi pool; subclasses open the pool and manage the schema."""
@@ -196,8 +202,8 @@ class SQLStorage:
 
     # -- plumbing -------------------------------------------------------------
 
-    def _begin(self, txn: Transaction) -> None:
-        """Start the transaction, for drivers that need it said explicitly."""
+    def _begin(self, txn: Transaction, fn: Callable[..., Any]) -> None:
+        """Start the interaction ``fn``'s transaction, for drivers that need it said explicitly."""
 
     def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
         """Run ``fn`` as one transaction; once more if the backend deems the failure retryable."""
@@ -225,9 +231,15 @@ class SQLStorage:
         self._current.name = fn.__name__
         with self._counting:
             self._interactions[fn.__name__] += 1
-            self._round_trips[fn.__name__] += 1  # the COMMIT
-        self._begin(txn)
-        return fn(txn, *args)
+        self._begin(txn, fn)
+        result = fn(txn, *args)
+        if self._will_commit(txn):
+            self._count_round_trip()  # the pool's COMMIT, right after
+        return result
+
+    def _will_commit(self, txn: Transaction) -> bool:
+        """Whether the pool has a transaction to commit after the interaction."""
+        return True
 
     def _count_round_trip(self) -> None:
         with self._counting:
@@ -831,6 +843,7 @@ class SQLStorage:
     def retrieve_migration_checkins(self) -> Deferred:
         return self._interact(self._migration_checkins)
 
+    @one_snapshot  # users and devices as of one moment
     def _migration_checkins(self, txn) -> list[bytes]:
         """Each device's Authenticate and TokenUpdate, then its user channels' TokenUpdates."""
         users: dict[str, list[bytes]] = {}

@@ -7,6 +7,7 @@ processes sharing the file wait for each other instead of failing half-way.
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class SQLiteStorage(SQLStorage):
             cp_reactor=self._reactor,
         )
 
-    def _begin(self, txn: Transaction) -> None:
+    def _begin(self, txn: Transaction, fn: Callable[..., Any]) -> None:
         txn.execute("BEGIN IMMEDIATE")
 
     def _schema_version(self, txn: Transaction) -> int:
