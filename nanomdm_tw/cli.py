@@ -134,9 +134,11 @@ def main(argv: list[str] | None = None) -> None:
 def run(service: IService) -> None:
     """Serve in the foreground, logging to stdout, until SIGTERM or SIGINT."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    from .logs import text_observer
+
+    globalLogBeginner.beginLoggingTo([text_observer(sys.stdout)])
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

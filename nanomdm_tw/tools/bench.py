@@ -520,6 +520,7 @@ class Bench:
         argv = [
             _twistd(),
             "--pidfile=",
+            "--logger=nanomdm_tw.logs.text_observer",
             "-n",
             "nanomdm",
             "--listen",

@@ -144,7 +144,8 @@ class PushBench:
 
     async def start_server(self) -> _Process:
         storage = self.args.storage
-        argv = [_twistd(), "--pidfile=", "-n", "nanomdm",
+        argv = [_twistd(), "--pidfile=", "--logger=nanomdm_tw.logs.text_observer",
+                "-n", "nanomdm",
                 "--listen", f"tcp:{self.port}:interface={HOST}",
                 "--ca", str(self.folder / "ca" / "ca.pem"), "--api", self.api_key,
                 "--storage", storage, "--apns-url", self.apns_url,
