@@ -1,15 +1,6 @@
-"""Capturing log events in tests, and the request log lines among them."""
+"""The request log lines among captured log events (conftest.py's ``log_events``)."""
 
-import pytest
-from twisted.logger import formatEvent, globalLogPublisher
-
-
-@pytest.fixture
-def events():
-    captured: list[dict] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
+from twisted.logger import formatEvent
 
 
 def request_lines(events: list[dict]) -> list[str]:

@@ -7,6 +7,9 @@ the test asks for another.
 """
 
 import socket
+import subprocess
+import time
+import urllib.request
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_serving(port: int, process: subprocess.Popen, seconds: float = 30):
+    """(status, body) of ``/version`` once the server in ``process`` answers on ``port``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/version") as answer:
+                return answer.status, answer.read()
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read() if process.stdout else ""
+                raise AssertionError(f"server did not answer:\n{output}")
+            time.sleep(0.2)
 
 
 @dataclass

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ from nanomdm_tw.settings import Settings, SettingsError, StorageSpec
 from nanomdm_tw.tap import GO_FALSE, GO_TRUE, Options
 from twisted.python.usage import UsageError
 
-from .serving import free_port
+from .serving import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,15 +192,7 @@ def test_a_nanomdm_unit_files_command_line_serves(tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/version") as answer:
-                    assert answer.status == 200
-                    break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        assert wait_until_serving(port, process)[0] == 200
         api = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/enqueue/NOT-ENROLLED?nopush=1",
             method="PUT",

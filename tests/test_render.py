@@ -20,7 +20,7 @@ from twisted.web.server import Site
 from nanomdm_tw.errors import HTTPStatusError
 from nanomdm_tw.resources.render import async_render
 
-from .logevents import events, request_lines  # noqa: F401 (a fixture)
+from .logevents import request_lines
 
 
 class Handlers(Resource):
@@ -71,7 +71,7 @@ async def get(http: HTTPClient, port: int, path: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("how", ["now", "wait"])
 @pytest_twisted.ensureDeferred
-async def test_answers_and_errors(how: str, events: list[dict]) -> None:
+async def test_answers_and_errors(how: str, log_events: list[dict]) -> None:
     handlers = Handlers()
     handlers.release.callback(None)
     expected = {
@@ -83,7 +83,7 @@ async def test_answers_and_errors(how: str, events: list[dict]) -> None:
     async with site(handlers) as (http, port):
         for what, answer in expected.items():
             assert await get(http, port, f"/{how}/{what}") == answer
-    lines = request_lines(events)
+    lines = request_lines(log_events)
     assert [line.split(" enrollment_id=")[0] for line in lines] == [
         f"GET /{how}/ok 200 ok",
         f"GET /{how}/empty 200 empty",
@@ -91,19 +91,19 @@ async def test_answers_and_errors(how: str, events: list[dict]) -> None:
         f"GET /{how}/bug 500 bug",
     ]
     assert all(" trace_id=" in line and line.endswith("ms") for line in lines)
-    failures = [e for e in events if e.get("log_failure") is not None]
+    failures = [e for e in log_events if e.get("log_failure") is not None]
     assert [e["log_failure"].check(RuntimeError) for e in failures] == [RuntimeError]
 
 
 @pytest_twisted.ensureDeferred
-async def test_waiting_handler_answers_when_released(events: list[dict]) -> None:
+async def test_waiting_handler_answers_when_released(log_events: list[dict]) -> None:
     handlers = Handlers()
     async with site(handlers) as (http, port):
         answer = get(http, port, "/wait/later")
-        assert not request_lines(events)
+        assert not request_lines(log_events)
         handlers.release.callback(None)
         assert await answer == (200, b"answer:later")
-    assert request_lines(events)[0].startswith("GET /wait/later 200 later ")
+    assert request_lines(log_events)[0].startswith("GET /wait/later 200 later ")
 
 
 class _Client(Protocol):
@@ -115,7 +115,7 @@ class _Client(Protocol):
 
 
 @pytest_twisted.ensureDeferred
-async def test_client_gone_cancels_the_waiting_handler(events: list[dict]) -> None:
+async def test_client_gone_cancels_the_waiting_handler(log_events: list[dict]) -> None:
     handlers = Handlers()
     async with site(handlers) as (_, port):
         client = await connectProtocol(
@@ -127,7 +127,7 @@ async def test_client_gone_cancels_the_waiting_handler(events: list[dict]) -> No
         await client.lost
         await until(lambda: handlers.cancelled)
     assert handlers.cancelled == [CancelledError]
-    assert request_lines(events)[0].startswith("GET /wait/abandoned disconnected abandoned ")
+    assert request_lines(log_events)[0].startswith("GET /wait/abandoned disconnected abandoned ")
 
 
 async def until(condition, turns: int = 500) -> None:

@@ -3,8 +3,6 @@
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from nanomdm_tw.resources.body import DEFAULT_MAX_BODY_SIZE
 from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.tap import Options, endpoint_from_listen
 
-from .serving import free_port
+from .serving import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,16 +212,7 @@ def _run_until_version(args: list[str], cwd: Path, port: int) -> dict:
         cwd=cwd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/version") as answer:
-                    return answer.status, answer.read()
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode()
-                    raise AssertionError("server did not answer:\n" + output)
-                time.sleep(0.2)
+        return wait_until_serving(port, process)
     finally:
         process.terminate()
         process.wait(timeout=30)
