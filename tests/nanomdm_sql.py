@@ -12,7 +12,7 @@ import datetime
 from pathlib import Path
 
 from nanomdm_tw.migrate.records import Source
-from nanomdm_tw.storage.sql import split_statements
+from nanomdm_tw.storage.dialect import split_statements
 
 from . import mysqlserver, pgsqlserver
 

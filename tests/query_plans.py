@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from nanomdm_tw.storage.sql import Dialect
+from nanomdm_tw.storage.dialect import Dialect
 
 # Tables that grow with enrollments or commands; a scan of one costs more as they do.
 BIG_TABLES = {

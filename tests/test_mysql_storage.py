@@ -27,7 +27,7 @@ from nanomdm_tw.storage.lastseen import LastSeenBatcher
 from nanomdm_tw.storage.multi import MultiStorage
 from nanomdm_tw.storage import mysql as mysql_backend
 from nanomdm_tw.storage.mysql import MySQLStorage, expected_schema
-from nanomdm_tw.storage.sql import not_idempotent
+from nanomdm_tw.storage.sqlbase import not_idempotent
 from nanomdm_tw.tap import Options
 from nanomdm_tw.tools import schema as schema_tool
 from nanomdm_tw.tools.sim import SimulatedDevice, make_identity

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from nanomdm_tw.mdm.request import MDMRequest
 from nanomdm_tw.storage import make_storage
 from nanomdm_tw.storage.pgsql import CannotConnect, PgSQLStorage, expected_schema, parse_pgsql_dsn
-from nanomdm_tw.storage.sql import not_idempotent
+from nanomdm_tw.storage.sqlbase import not_idempotent
 from nanomdm_tw.tools import schema as schema_tool
 
 from .pgsqlserver import ThrowawayDatabase

@@ -23,7 +23,7 @@ from nanomdm_tw.mdm.request import MDMRequest
 from nanomdm_tw.storage import QUEUE_ERROR_UNKNOWN
 from nanomdm_tw.storage.mysql import MYSQL, MySQLStorage
 from nanomdm_tw.storage.pgsql import PGSQL, PgSQLStorage
-from nanomdm_tw.storage.sql import Dialect
+from nanomdm_tw.storage.dialect import Dialect
 from nanomdm_tw.storage.sqlite import SQLITE, SQLiteStorage
 from nanomdm_tw.tools import seed
 

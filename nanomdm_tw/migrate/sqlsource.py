@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..storage.sql import as_bytes
+from ..storage.sqlbase import as_bytes
 from .records import CertAuth, Command, Device, Enrollment, PushCert, QueueEntry, Result, User
 
 # A TIMESTAMP column as Unix seconds, per dialect (PostgreSQL's are local times).

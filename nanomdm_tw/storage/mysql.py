@@ -20,7 +20,7 @@ from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
 
 from .dsn import MySQLDSN, parse_dsn
 from .networked import LifetimePool, NetworkedStorage, report_missing
-from .sql import Dialect, schema_files
+from .dialect import Dialect, schema_files
 
 MYSQL = Dialect(
     name="mysql",

@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from ..mdm.messages import CommandReport
 from . import NOT_NOW
 from .interfaces import StorageUnreachable
-from .sql import SQLStorage, schema_files
+from .dialect import schema_files
+from .sql import SQLStorage
 from .threadpool import SharedQueueThreadPool
 
 DEFAULT_MAX_OPEN_CONNS = 10

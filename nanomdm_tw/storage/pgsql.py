@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
 
 from .networked import LifetimePool, NetworkedStorage, report_missing
-from .sql import Dialect, schema_files
+from .dialect import Dialect, schema_files
 
 PGSQL = Dialect(
     name="pgsql",

@@ -1,27 +1,18 @@
 """
-The SQL layer every relational backend shares.
+What every relational backend stores and asks, in NanoMDM's tables.
 
-Queries are written once, against NanoMDM's MySQL table and column names,
-with ``?`` placeholders.  A ``Dialect`` rewrites placeholders into the
-driver's paramstyle and spells the upsert, the one statement the dialects
-disagree on.  A backend subclass supplies the adbapi pool, the dialect and
-the schema version bookkeeping; every storage method is one
-``runInteraction``, so one transaction.
+The statements are written once, against NanoMDM's MySQL table and column
+names with ``?`` placeholders (dialect.py adapts them); sqlbase.py runs each
+method's work as one interaction.  A backend subclass supplies the pool,
+the dialect and the schema version bookkeeping.
 """
 
 import base64
-import re
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from importlib.resources import files
+from collections.abc import Sequence
 from typing import Any
 
-from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.enterprise.adbapi import Transaction
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..mdm.enrollment import EnrollID
@@ -44,10 +35,7 @@ from . import (
     new_stale_token,
 )
 from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
-from .lastseen import LastSeenBatcher
-
-# Bound parameters per statement stay well under every driver's limit.
-_CHUNK = 500
+from .sqlbase import SQLBase, as_bytes, chunks, marks, not_idempotent, one_snapshot
 
 # Tables whose rows come and go with commands; row_counts reports them.
 QUEUE_TABLES = ("commands", "command_results", "enrollment_queue")
@@ -60,292 +48,14 @@ RESET_ON_AUTHENTICATE = (
     "unlock_token_at = NULL",
 )
 
-_SCHEMA_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What differs between the SQL databases we speak to."""
-
-    name: str  # also the folder under schema/ holding its versioned files
-    paramstyle: str  # "qmark" (sqlite3) or "format" (pymysql, psycopg)
-    upsert_style: str  # "on_conflict" (SQLite, PostgreSQL) or "on_duplicate_key"
-    # ORDER BY of the next-command query, matching the dialect's queue index.
-    queue_order: str = "q.priority DESC, q.seq"
-    # Appended to a SELECT that must see the latest committed row, not a snapshot.
-    share_lock: str = ""
-    # What a table-less SELECT with a WHERE needs after its columns (MySQL: FROM DUAL).
-    no_table: str = ""
-
-    def sql(self, query: str) -> str:
-        if self.paramstyle == "qmark":
-            return query
-        return query.replace("?", "%s")
-
-    def upsert(
-        self,
-        table: str,
-        values: dict[str, str],
-        key: Sequence[str],
-        copy: Sequence[str] = (),
-        assign: Sequence[str] = (),
-        only_if: str = "",
-    ) -> str:
-        """
-        INSERT one row, or on a key conflict update the existing one.
-
-        ``values`` maps columns to SQL expressions (``?`` or e.g.
-        CURRENT_TIMESTAMP); ``copy`` columns take the new row's value;
-        ``assign`` holds extra ``column = expression`` clauses, where
-        ``table.column`` means the existing row's value.  Nothing to copy
-        or assign means insert-if-absent.  ``only_if``: a condition
-        without which nothing is written (rowcount 0), in the same statement.
-        """
-        if only_if:
-            insert = "INSERT INTO {} ({}) SELECT {}{} WHERE {}".format(
-                table, ", ".join(values), ", ".join(values.values()), self.no_table, only_if
-            )
-        else:
-            insert = "INSERT INTO {} ({}) VALUES ({})".format(
-                table, ", ".join(values), ", ".join(values.values())
-            )
-        if self.upsert_style == "on_conflict":
-            updates = [f"{c} = excluded.{c}" for c in copy] + list(assign)
-            if not updates:
-                return f"{insert} ON CONFLICT ({', '.join(key)}) DO NOTHING"
-            return "{} ON CONFLICT ({}) DO UPDATE SET {}".format(
-                insert, ", ".join(key), ", ".join(updates)
-            )
-        # VALUES(col), not MySQL 8's "AS new ... new.col": MariaDB rejects the
-        # latter, MySQL 8 still accepts the former.
-        updates = [f"{c} = VALUES({c})" for c in copy] + list(assign)
-        if not updates:
-            return f"{insert} ON DUPLICATE KEY UPDATE {key[0]} = {key[0]}"
-        return f"{insert} ON DUPLICATE KEY UPDATE {', '.join(updates)}"
-
-
-def schema_files(dialect: str) -> list[tuple[int, list[str]]]:
-    """The versioned schema files of ``dialect`` as (version, statements), oldest first."""
-    versions = []
-    for entry in (files(__package__) / "schema" / dialect).iterdir():
-        match = _SCHEMA_FILE.match(entry.name)
-        if match:
-            versions.append((int(match.group(1)), split_statements(entry.read_text())))
-    return sorted(versions)
-
-
-def split_statements(script: str) -> list[str]:
-    """Statements of a schema file: each ends with ``;`` at the end of a line."""
-    statements, lines = [], []
-    for line in script.splitlines():
-        if line.strip().startswith("--") or not line.strip():
-            continue
-        lines.append(line)
-        if line.rstrip().endswith(";"):
-            statements.append("\n".join(lines).rstrip().rstrip(";"))
-            lines = []
-    if lines:
-        statements.append("\n".join(lines))
-    return statements
-
-
-def as_bytes(value: bytes | memoryview | str) -> bytes:
-    """Drivers hand TEXT/BLOB columns back as str, bytes or memoryview."""
-    if isinstance(value, str):
-        return value.encode()
-    return bytes(value)
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
 
 def _empty_to_null(value: str) -> str | None:
     return value or None
 
 
-def not_idempotent(interaction: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark an interaction that must not run twice should its commit be lost."""
-    interaction.idempotent = False
-    return interaction
-
-
-def one_snapshot(interaction: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark an interaction whose reads must see one snapshot, as one transaction from its first."""
-    interaction.one_snapshot = True
-    return interaction
-
-
 @implementer(IStorage)
-class SQLStorage:
-    """IStorage over an adbapi pool; subclasses open the pool and manage the schema."""
-
-    _log = Logger()
-    dialect: Dialect
-
-    _reactor: Any = None  # None: the global reactor
-
-    def __init__(self, options: dict[str, Any] | None = None):
-        self._delete = bool((options or {}).get("delete", False))
-        self._pool: ConnectionPool | None = None
-        self._last_seen: LastSeenBatcher | None = None
-        # Statements and commits sent per kind of interaction (see round_trips).
-        self._round_trips: Counter[str] = Counter()
-        self._interactions: Counter[str] = Counter()
-        self._counting = threading.Lock()
-        self._current = threading.local()
-
-    # -- plumbing -------------------------------------------------------------
-
-    def _begin(self, txn: Transaction, fn: Callable[..., Any]) -> None:
-        """Start the interaction ``fn``'s transaction, for drivers that need it said explicitly."""
-
-    def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        """Run ``fn`` as one transaction; once more if the backend deems the failure retryable."""
-        idempotent = getattr(fn, "idempotent", True)
-
-        def retry(failure: Failure) -> Deferred | Failure:
-            if not self._should_retry(failure, idempotent):
-                return failure
-            self._log.info(
-                "retrying {interaction} after {error}",
-                interaction=fn.__name__,
-                error=failure.getErrorMessage(),
-            )
-            return self._pool.runInteraction(self._transaction, fn, *args)
-
-        d = self._pool.runInteraction(self._transaction, fn, *args)
-        d.addErrback(retry)
-        return d
-
-    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
-        """Whether a failed interaction may run again; backends know their transient errors."""
-        return False
-
-    def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
-        self._current.name = fn.__name__
-        with self._counting:
-            self._interactions[fn.__name__] += 1
-        self._begin(txn, fn)
-        result = fn(txn, *args)
-        if self._will_commit(txn):
-            self._count_round_trip()  # the pool's COMMIT, right after
-        return result
-
-    def _will_commit(self, txn: Transaction) -> bool:
-        """Whether the pool has a transaction to commit after the interaction."""
-        return True
-
-    def _count_round_trip(self) -> None:
-        with self._counting:
-            self._round_trips[self._current.name] += 1
-
-    def round_trips(self) -> dict[str, tuple[int, int]]:
-        """Per interaction: (transactions run, statements + commits sent)."""
-        with self._counting:
-            return {
-                name: (count, self._round_trips[name])
-                for name, count in self._interactions.items()
-            }
-
-    def _execute(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> None:
-        self._count_round_trip()
-        args = tuple(args)
-        if args:
-            txn.execute(self.dialect.sql(query), args)
-        else:
-            # Without parameters, format-style drivers must not parse the text.
-            txn.execute(query)
-
-    def _execute_many(self, txn: Transaction, query: str, rows: list[tuple]) -> None:
-        """One statement over many rows (PyMySQL sends one multi-row INSERT)."""
-        self._count_round_trip()
-        txn.executemany(self.dialect.sql(query), rows)
-
-    def _one(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> Any:
-        """The first row of a query, or None."""
-        self._execute(txn, query, args)
-        return txn.fetchone()
-
-    def _all(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> list:
-        self._execute(txn, query, args)
-        return txn.fetchall()
-
-    def _ids_in(self, txn: Transaction, query: str, ids: Sequence[str], *args: Any) -> set:
-        """Run ``query`` (ending in ``IN ({})``) over ``ids`` in chunks; first columns."""
-        found = set()
-        for chunk in _chunks(ids):
-            rows = self._all(txn, query.format(_marks(len(chunk))), (*args, *chunk))
-            found.update(row[0] for row in rows)
-        return found
-
-    def _make_pool(self) -> ConnectionPool:
-        raise NotImplementedError
-
-    def _schema_version(self, txn: Transaction) -> int:
-        raise NotImplementedError
-
-    def _set_schema_version(self, txn: Transaction, version: int) -> None:
-        raise NotImplementedError
-
-    async def open(self) -> None:
-        self._pool = self._make_pool()
-        await self._interact(self._upgrade_schema)
-        self._start_last_seen()
-
-    def _start_last_seen(self) -> None:
-        if self._reactor is None:
-            from twisted.internet import reactor as clock
-        else:
-            clock = self._reactor
-        self._last_seen = LastSeenBatcher(self._store_last_seen, clock, max_ids=_CHUNK)
-        self._last_seen.start()
-
-    def touch(self, enrollment_id: str) -> None:
-        """Note that the enrollment was seen now; written later in a batch, off the request path."""
-        if self._last_seen is not None:
-            self._last_seen.touch(enrollment_id)
-
-    def _store_last_seen(self, enrollment_ids: list[str]) -> Deferred:
-        return self._interact(self._update_last_seen, enrollment_ids)
-
-    def _update_last_seen(self, txn, enrollment_ids: list[str]) -> None:
-        self._execute(
-            txn,
-            "UPDATE enrollments SET last_seen_at = CURRENT_TIMESTAMP "
-            f"WHERE id IN ({_marks(len(enrollment_ids))})",
-            enrollment_ids,
-        )
-
-    def _upgrade_schema(self, txn: Transaction) -> None:
-        """Apply the schema files newer than the database, in one transaction."""
-        current = self._schema_version(txn)
-        versions = schema_files(self.dialect.name)
-        latest = versions[-1][0]
-        if current > latest:
-            raise RuntimeError(
-                f"database schema version {current} is newer than this "
-                f"nanomdm-tw supports ({latest})"
-            )
-        for version, statements in versions:
-            if version > current:
-                self._log.info("applying schema version {version}", version=version)
-                for statement in statements:
-                    self._execute(txn, statement)
-                self._set_schema_version(txn, version)
-
-    async def close(self) -> None:
-        if self._last_seen is not None:
-            await self._last_seen.stop()
-            self._last_seen = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+class SQLStorage(SQLBase):
+    """IStorage in NanoMDM's tables, over SQLBase's interactions."""
 
     # -- check-ins --------------------------------------------------------------
 
@@ -628,7 +338,7 @@ class SQLStorage:
 
     def _collect_commands(self, txn, command_uuids: Sequence[str]) -> None:
         """Delete those of the commands that no queue row or result refers to any more."""
-        for chunk in _chunks(command_uuids):
+        for chunk in chunks(command_uuids):
             self._execute(
                 txn,
                 "DELETE FROM commands WHERE command_uuid IN ({}) "
@@ -636,7 +346,7 @@ class SQLStorage:
                 "WHERE q.command_uuid = commands.command_uuid) "
                 "AND NOT EXISTS (SELECT 1 FROM command_results AS r "
                 "WHERE r.command_uuid = commands.command_uuid)".format(
-                    _marks(len(chunk))
+                    marks(len(chunk))
                 ),
                 chunk,
             )
@@ -681,7 +391,7 @@ class SQLStorage:
 
     def _clear_queue(self, txn, enroll_id: EnrollID):
         ids = self._channel_ids(txn, enroll_id)
-        of_ids = f"id IN ({_marks(len(ids))})"
+        of_ids = f"id IN ({marks(len(ids))})"
         if not self._delete:
             # As NanoMDM: unanswered (or NotNow) commands become inactive, kept as history.
             self._execute(
@@ -754,11 +464,11 @@ class SQLStorage:
 
     def _push_info_rows(self, txn, ids: list[str]) -> list:
         rows = []
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             rows += self._all(
                 txn,
                 "SELECT id, topic, push_magic, token_hex FROM enrollments "
-                f"WHERE id IN ({_marks(len(chunk))}) AND enabled = TRUE",
+                f"WHERE id IN ({marks(len(chunk))}) AND enabled = TRUE",
                 chunk,
             )
         return rows

@@ -13,7 +13,8 @@ from typing import Any
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
 
-from .sql import Dialect, SQLStorage
+from .dialect import Dialect
+from .sql import SQLStorage
 
 SQLITE = Dialect(name="sqlite", paramstyle="qmark", upsert_style="on_conflict")
 

@@ -39,7 +39,6 @@ from ..server import NanoMDMService
 from ..settings import Settings, StorageSpec
 from ..storage.dsn import parse_dsn
 from ..workers import AUTO, default_workers, usable_cpus
-from . import schema
 from ..storage.sqlite import SQLiteStorage
 from . import schema, seed
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity

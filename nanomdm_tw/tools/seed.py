@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from ..storage.sql import Dialect
+from ..storage.dialect import Dialect
 from ..storage.sqlite import SQLITE, database_path
 from . import schema
 

@@ -1,0 +1,220 @@
+"""
+How every SQL backend runs its work: interactions on an adbapi pool.
+
+Every storage method is one ``runInteraction``, so one transaction (or, for
+a read alone, one statement); an interaction runs once more when the
+backend deems its failure retryable and it may run twice.  The base also
+counts round trips per kind of interaction (the benchmark prints them),
+applies the versioned schema files, and batches last-seen times off the
+request path.  sql.py says what the interactions send.
+"""
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .dialect import Dialect, schema_files
+from .lastseen import LastSeenBatcher
+
+# Bound parameters per statement stay well under every driver's limit.
+_CHUNK = 500
+
+
+def as_bytes(value: bytes | memoryview | str) -> bytes:
+    """Drivers hand TEXT/BLOB columns back as str, bytes or memoryview."""
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def not_idempotent(interaction: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an interaction that must not run twice should its commit be lost."""
+    interaction.idempotent = False
+    return interaction
+
+
+def one_snapshot(interaction: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an interaction whose reads must see one snapshot, as one transaction from its first."""
+    interaction.one_snapshot = True
+    return interaction
+
+
+class SQLBase:
+    """Interactions over an adbapi pool; subclasses open the pool and manage the schema."""
+
+    _log = Logger()
+    dialect: Dialect
+
+    _reactor: Any = None  # None: the global reactor
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        self._delete = bool((options or {}).get("delete", False))
+        self._pool: ConnectionPool | None = None
+        self._last_seen: LastSeenBatcher | None = None
+        # Statements and commits sent per kind of interaction (see round_trips).
+        self._round_trips: Counter[str] = Counter()
+        self._interactions: Counter[str] = Counter()
+        self._counting = threading.Lock()
+        self._current = threading.local()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _begin(self, txn: Transaction, fn: Callable[..., Any]) -> None:
+        """Start the interaction ``fn``'s transaction, for drivers that need it said explicitly."""
+
+    def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """Run ``fn`` as one transaction; once more if the backend deems the failure retryable."""
+        idempotent = getattr(fn, "idempotent", True)
+
+        def retry(failure: Failure) -> Deferred | Failure:
+            if not self._should_retry(failure, idempotent):
+                return failure
+            self._log.info(
+                "retrying {interaction} after {error}",
+                interaction=fn.__name__,
+                error=failure.getErrorMessage(),
+            )
+            return self._pool.runInteraction(self._transaction, fn, *args)
+
+        d = self._pool.runInteraction(self._transaction, fn, *args)
+        d.addErrback(retry)
+        return d
+
+    def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
+        """Whether a failed interaction may run again; backends know their transient errors."""
+        return False
+
+    def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
+        self._current.name = fn.__name__
+        with self._counting:
+            self._interactions[fn.__name__] += 1
+        self._begin(txn, fn)
+        result = fn(txn, *args)
+        if self._will_commit(txn):
+            self._count_round_trip()  # the pool's COMMIT, right after
+        return result
+
+    def _will_commit(self, txn: Transaction) -> bool:
+        """Whether the pool has a transaction to commit after the interaction."""
+        return True
+
+    def _count_round_trip(self) -> None:
+        with self._counting:
+            self._round_trips[self._current.name] += 1
+
+    def round_trips(self) -> dict[str, tuple[int, int]]:
+        """Per interaction: (transactions run, statements + commits sent)."""
+        with self._counting:
+            return {
+                name: (count, self._round_trips[name])
+                for name, count in self._interactions.items()
+            }
+
+    def _execute(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> None:
+        self._count_round_trip()
+        args = tuple(args)
+        if args:
+            txn.execute(self.dialect.sql(query), args)
+        else:
+            # Without parameters, format-style drivers must not parse the text.
+            txn.execute(query)
+
+    def _execute_many(self, txn: Transaction, query: str, rows: list[tuple]) -> None:
+        """One statement over many rows (PyMySQL sends one multi-row INSERT)."""
+        self._count_round_trip()
+        txn.executemany(self.dialect.sql(query), rows)
+
+    def _one(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> Any:
+        """The first row of a query, or None."""
+        self._execute(txn, query, args)
+        return txn.fetchone()
+
+    def _all(self, txn: Transaction, query: str, args: Iterable[Any] = ()) -> list:
+        self._execute(txn, query, args)
+        return txn.fetchall()
+
+    def _ids_in(self, txn: Transaction, query: str, ids: Sequence[str], *args: Any) -> set:
+        """Run ``query`` (ending in ``IN ({})``) over ``ids`` in chunks; first columns."""
+        found = set()
+        for chunk in chunks(ids):
+            rows = self._all(txn, query.format(marks(len(chunk))), (*args, *chunk))
+            found.update(row[0] for row in rows)
+        return found
+
+    def _make_pool(self) -> ConnectionPool:
+        raise NotImplementedError
+
+    def _schema_version(self, txn: Transaction) -> int:
+        raise NotImplementedError
+
+    def _set_schema_version(self, txn: Transaction, version: int) -> None:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        self._pool = self._make_pool()
+        await self._interact(self._upgrade_schema)
+        self._start_last_seen()
+
+    def _start_last_seen(self) -> None:
+        if self._reactor is None:
+            from twisted.internet import reactor as clock
+        else:
+            clock = self._reactor
+        self._last_seen = LastSeenBatcher(self._store_last_seen, clock, max_ids=_CHUNK)
+        self._last_seen.start()
+
+    def touch(self, enrollment_id: str) -> None:
+        """Note that the enrollment was seen now; written later in a batch, off the request path."""
+        if self._last_seen is not None:
+            self._last_seen.touch(enrollment_id)
+
+    def _store_last_seen(self, enrollment_ids: list[str]) -> Deferred:
+        return self._interact(self._update_last_seen, enrollment_ids)
+
+    def _update_last_seen(self, txn, enrollment_ids: list[str]) -> None:
+        self._execute(
+            txn,
+            "UPDATE enrollments SET last_seen_at = CURRENT_TIMESTAMP "
+            f"WHERE id IN ({marks(len(enrollment_ids))})",
+            enrollment_ids,
+        )
+
+    def _upgrade_schema(self, txn: Transaction) -> None:
+        """Apply the schema files newer than the database, in one transaction."""
+        current = self._schema_version(txn)
+        versions = schema_files(self.dialect.name)
+        latest = versions[-1][0]
+        if current > latest:
+            raise RuntimeError(
+                f"database schema version {current} is newer than this "
+                f"nanomdm-tw supports ({latest})"
+            )
+        for version, statements in versions:
+            if version > current:
+                self._log.info("applying schema version {version}", version=version)
+                for statement in statements:
+                    self._execute(txn, statement)
+                self._set_schema_version(txn, version)
+
+    async def close(self) -> None:
+        if self._last_seen is not None:
+            await self._last_seen.stop()
+            self._last_seen = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
