@@ -30,8 +30,7 @@ from urllib.parse import urlsplit
 from treq.client import HTTPClient
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol, ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ..crypto.devca import DevelopmentCA, generate_key
@@ -41,141 +40,14 @@ from ..storage.dsn import parse_dsn
 from ..workers import AUTO, default_workers, usable_cpus
 from ..storage.sqlite import SQLiteStorage
 from . import schema, seed
+from .bench_report import Figure, scaling_table, seeded_table, table
+from .loadgen import HOST, WorkerResult, Workload, worker_main
 from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
 
-HOST = "127.0.0.1"
 # The folder holding the nanomdm_tw package this bench runs from (and twisted/plugins).
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 # Start line for the load generators, so every process starts together.
 _START_DELAY = 1.0
-
-
-# The load generator: replays prepared requests and times them.
-
-
-class _Connection(Protocol):
-    """One keep-alive HTTP/1.1 connection carrying one request at a time."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._waiting: Deferred | None = None
-
-    def request(self, raw: bytes) -> Deferred:
-        self._waiting = Deferred()
-        self.transport.write(raw)
-        return self._waiting
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        parsed = _parse_response(self._buffer)
-        if parsed is not None and self._waiting is not None:
-            code, body, used = parsed
-            self._buffer = self._buffer[used:]
-            waiting, self._waiting = self._waiting, None
-            waiting.callback((code, body))
-
-    def connectionLost(self, reason: object) -> None:
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.errback(reason)
-
-
-def _parse_response(data: bytes) -> tuple[int, bytes, int] | None:
-    """(status, body, bytes used) of the first whole response in ``data``, else None."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = data[:end].split(b"\r\n")
-    code = int(head[0].split(b" ", 2)[1])
-    headers = {}
-    for line in head[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    position = end + 4
-    if b"content-length" in headers:
-        stop = position + int(headers[b"content-length"])
-        return (code, data[position:stop], stop) if len(data) >= stop else None
-    if headers.get(b"transfer-encoding", b"").lower() != b"chunked":
-        return code, b"", position
-    body = b""
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size = int(data[position:line_end].split(b";")[0], 16)
-        start = line_end + 2
-        if len(data) < start + size + 2:
-            return None
-        if size == 0:
-            return code, body, start + 2
-        body += data[start : start + size]
-        position = start + size + 2
-
-
-@dataclass
-class Workload:
-    """
-    What one load generator replays: per device, requests sent one after another.
-
-    Pickled as a plain dict, since ``__main__`` is a different module in each process.
-    """
-
-    port: int
-    concurrency: int
-    start_at: float  # time.monotonic() value; the same clock in every process
-    sequences: list[list[bytes]]
-    untimed_first: bool  # the first request of each sequence only sets the stage
-
-
-@dataclass
-class WorkerResult:
-    latencies: list[float]
-    errors: int
-    started: float
-    finished: float
-    cpu_seconds: float
-
-
-async def _replay(reactor, work: Workload) -> WorkerResult:
-    endpoint = TCP4ClientEndpoint(reactor, HOST, work.port)
-    connections = [
-        await connectProtocol(endpoint, _Connection()) for _ in range(work.concurrency)
-    ]
-    sequences = iter(work.sequences)
-    latencies: list[float] = []
-    errors = 0
-
-    async def drive(connection: _Connection) -> None:
-        nonlocal errors
-        for sequence in sequences:
-            for index, raw in enumerate(sequence):
-                sent = time.monotonic()
-                code, _ = await connection.request(raw)
-                if code != 200:
-                    errors += 1
-                if index or not work.untimed_first:
-                    latencies.append(time.monotonic() - sent)
-
-    await task.deferLater(reactor, max(0.0, work.start_at - time.monotonic()))
-    cpu_before = time.process_time()
-    started = time.monotonic()
-    await gatherResults([Deferred.fromCoroutine(drive(c)) for c in connections])
-    finished = time.monotonic()
-    for connection in connections:
-        connection.transport.loseConnection()
-    return WorkerResult(
-        latencies, errors, started, finished, time.process_time() - cpu_before
-    )
-
-
-def _worker_main(path: str) -> None:
-    work = Workload(**pickle.loads(Path(path).read_bytes()))
-
-    async def run(reactor) -> None:
-        result = await _replay(reactor, work)
-        Path(path + ".result").write_bytes(pickle.dumps(vars(result)))
-
-    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
 
 
 # The servers under test, as subprocesses.
@@ -375,39 +247,6 @@ def _prepare_devices(url: str, ca: DevelopmentCA, count: int) -> list[_Device]:
 
 
 # Running one measurement.
-
-
-@dataclass
-class Figure:
-    target: str
-    phase: str
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    server_cpu: float  # share of one core
-    client_cpu: float  # share of one core, all load generators together
-    workers: int = 0  # server processes (0: not a nanomdm server)
-
-    @property
-    def label(self) -> str:
-        return f"{self.target} x{self.workers}" if self.workers else self.target
-    database_cpu: float = 0.0  # share of one core: the database server, on our connections
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
-
-    @property
-    def server_cpu_ms(self) -> float:
-        """Server CPU (all its processes and threads) per request, in milliseconds."""
-        return self.server_cpu / self.rate * 1000
-
-    @property
-    def database_cpu_ms(self) -> float:
-        """Database server CPU per request, in milliseconds."""
-        return self.database_cpu / self.rate * 1000
 
 
 class Bench:
@@ -730,26 +569,6 @@ def _worker_counts(words: list[str] | None, storage: str) -> list[int]:
     return list(dict.fromkeys(counts))
 
 
-def _scaling_table(figures: list[Figure]) -> str:
-    """Per backend and phase: req/s, p99 and CPU ms/req per process count ('' if one each)."""
-    runs: dict[tuple[str, str], list[Figure]] = {}
-    for f in figures:
-        if f.workers:
-            runs.setdefault((f.target, f.phase), []).append(f)
-    rows = [("target", "phase", "workers", "req/s", "p99 ms", "CPU ms/req", "vs fewest")]
-    for (target, phase), run in runs.items():
-        if len(run) < 2:
-            continue
-        base = min(run, key=lambda f: f.workers)
-        rows += [
-            (target, phase, str(f.workers), f"{f.rate:,.0f}", f"{f.p99_ms:.2f}",
-             f"{f.server_cpu_ms:.3f}", f"{f.rate / base.rate:.2f}x")
-            for f in sorted(run, key=lambda f: f.workers)
-        ]  # fmt: skip
-    return _columns(rows) if len(rows) > 1 else ""
-# --seed-rows: the same phases on a store with a history, against the empty one.
-
-
 async def _seeded_figures(
     bench: Bench, storage: str, ca_path: Path, devices: list[_Device], workers: int
 ) -> list[Figure]:
@@ -768,73 +587,6 @@ async def _seeded_figures(
     print(f"  seeded in {time.monotonic() - started:.0f} s", flush=True)
     figures = await bench.nanomdm(storage, ca_path, devices, workers)
     return [dataclasses.replace(f, target=f"{storage} seeded") for f in figures]
-
-
-def _seeded_table(figures: list[Figure]) -> str:
-    """Per backend and phase: empty and seeded store side by side, with seeded/empty ratios."""
-    empty = {(f.target, f.phase, f.workers): f for f in figures}
-    rows = [("target", "phase", "req/s", "seeded", "ratio", "p50 ms", "seeded", "ratio",
-             "CPU ms/req", "seeded", "ratio", "DB ms/req", "seeded", "ratio")]
-    for seeded in figures:
-        if not seeded.target.endswith(" seeded"):
-            continue
-        base = empty[(seeded.target.removesuffix(" seeded"), seeded.phase, seeded.workers)]
-        row = [base.target, seeded.phase]
-        for a, b, digits in (
-            (base.rate, seeded.rate, 0),
-            (base.p50_ms, seeded.p50_ms, 2),
-            (base.server_cpu_ms, seeded.server_cpu_ms, 3),
-            (base.database_cpu_ms, seeded.database_cpu_ms, 3),
-        ):
-            ratio = f"{b / a:.2f}" if a else "-"
-            row += [f"{a:,.{digits}f}", f"{b:,.{digits}f}", ratio]
-        rows.append(tuple(row))
-    return _columns(rows)
-
-
-def _table(figures: list[Figure], ceiling: float) -> str:
-    header = (
-        "target",
-        "phase",
-        "requests",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "vs bare",
-        "errors",
-        "server CPU",
-        "CPU ms/req",
-        "client CPU",
-    )
-    rows = [header] + [
-        (
-            f.label,
-            f.phase,
-            str(f.requests),
-            f"{f.rate:,.0f}",
-            f"{f.p50_ms:.2f}",
-            f"{f.p99_ms:.2f}",
-            f"{f.rate / ceiling:.0%}",
-            str(f.errors),
-            f"{f.server_cpu:.0%}",
-            f"{f.server_cpu_ms:.3f}",
-            f"{f.client_cpu:.0%}",
-        )
-        for f in figures
-    ]
-    return _columns(rows)
-
-
-def _columns(rows: list[tuple[str, ...]]) -> str:
-    """Rows as aligned text: the first two columns to the left, the others to the right."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
-        )
-        for row in rows
-    )
 
 
 async def _main(reactor, args: argparse.Namespace) -> None:
@@ -875,14 +627,14 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         f"{args.rounds} requests per device per phase, "
         f"{args.commands} commands per device"
     )
-    print(_table(figures, figures[0].rate))
+    print(table(figures, figures[0].rate))
     print(
         "CPU: share of one core used during the phase. A server near 100% is bound by\n"
         "its single reactor thread; a client near 100% means the load generator was.\n"
         "CPU ms/req: CPU time of all server processes and threads per request (the\n"
         "database server's own CPU not included)."
     )
-    scaling = _scaling_table(figures)
+    scaling = scaling_table(figures)
     if scaling:
         print("\nScaling with --workers (req/s against the fewest processes):")
         print(scaling)
@@ -890,7 +642,7 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         print(f"\nSeeded ({args.seed_rows:,} queue + result rows) vs empty store; DB ms/req:\n"
               "CPU of the database server's threads (MariaDB) or processes (PostgreSQL)\n"
               "serving the run's database, per request (local servers; 0 for SQLite):")
-        print(_seeded_table(figures))
+        print(seeded_table(figures))
     for storage, per_request in round_trips.items():
         print(f"\nSQL round trips per request, {storage} (statements + commits):")
         for request_type, trips in per_request.items():
@@ -955,7 +707,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.worker:
-        _worker_main(args.worker)
+        worker_main(args.worker)
         return
     task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor, args)))
 
