@@ -1,16 +1,19 @@
 """
-The machine's MariaDB for tests: throwaway databases, and stopping and
-starting the server for the fault test.
+MariaDB for tests: throwaway databases on the machine's server, and private
+servers for the tests that stop one.
 
 Every test that touches MariaDB goes through here, so a test run leaves no
-database behind and a stopped server is always started again.  The server
-is the one scripts/ensure-databases starts (root over 127.0.0.1:3306 without
-a password); NANOMDM_TEST_MYSQL overrides host and credentials as a DSN
-without database, e.g. ``root:secret@tcp(db:3306)/``.
+database behind.  The shared server is the one scripts/ensure-databases
+starts (root over 127.0.0.1:3306 without a password); NANOMDM_TEST_MYSQL
+overrides host and credentials as a DSN without database, e.g.
+``root:secret@tcp(db:3306)/``.  It is never stopped: a test that must stop
+or kill a server starts a ``PrivateServer`` (own data directory and port).
 """
 
 import os
 import secrets
+import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,66 +28,86 @@ MARIADBD = "/usr/sbin/mariadbd"
 ENSURE = Path(__file__).parent.parent / "scripts" / "ensure-databases"
 
 
-def _connect(**overrides) -> pymysql.connections.Connection:
-    kwargs = parse_dsn(SERVER_DSN).connect_kwargs()
+def _connect(server_dsn: str = SERVER_DSN, **overrides) -> pymysql.connections.Connection:
+    kwargs = parse_dsn(server_dsn).connect_kwargs()
     kwargs.update(autocommit=True, connect_timeout=2, **overrides)
     return pymysql.connect(**kwargs)
 
 
-def is_up() -> bool:
+def is_up(server_dsn: str = SERVER_DSN) -> bool:
     try:
-        _connect().close()
+        _connect(server_dsn).close()
     except pymysql.MySQLError:
         return False
     return True
 
 
-def wait_until_up(seconds: float = 60.0) -> None:
+def wait_until_up(server_dsn: str = SERVER_DSN, seconds: float = 60.0) -> None:
     """Block until the server answers (a test helper; never on a serving reactor)."""
     deadline = time.monotonic() + seconds
-    while not is_up():
+    while not is_up(server_dsn):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"MariaDB at {SERVER_DSN} did not answer within {seconds} s")
+            raise RuntimeError(f"MariaDB at {server_dsn} did not answer within {seconds} s")
         time.sleep(0.2)
 
 
 def ensure_server() -> None:
-    """Start MariaDB (via scripts/ensure-databases) unless it answers already."""
+    """Start the shared MariaDB (via scripts/ensure-databases) unless it answers already."""
     if not is_up():
         subprocess.run([str(ENSURE)], check=True)
         wait_until_up()
 
 
-def stop_server() -> None:
-    """Stop MariaDB and wait until it no longer answers."""
-    subprocess.run(
-        ["start-stop-daemon", "--stop", "--quiet", "--retry", "30", "--exec", MARIADBD],
-        check=False,
-    )
-    deadline = time.monotonic() + 30
-    while is_up():
-        if time.monotonic() > deadline:
-            raise RuntimeError("MariaDB did not stop")
-        time.sleep(0.2)
+class PrivateServer:
+    """A MariaDB of one test's own: its data directory and port, removed by ``remove()``."""
 
+    def __init__(self, folder: Path):
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.dsn = f"root@tcp(127.0.0.1:{self.port})/"
+        self._process: subprocess.Popen | None = None
+        subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={folder / 'data'}",
+             "--user=root", "--skip-test-db"],
+            check=True, capture_output=True,
+        )  # fmt: skip
 
-def start_server() -> None:
-    """Start MariaDB again after stop_server and wait until it answers."""
-    subprocess.run(
-        ["start-stop-daemon", "--start", "--oknodo", "--quiet", "--background",
-         "--chuid", "mysql", "--exec", MARIADBD],
-        check=False,
-    )
-    wait_until_up()
+    def start(self) -> None:
+        """Start (or start again) and wait until it answers."""
+        self._process = subprocess.Popen(
+            [MARIADBD, "--no-defaults", f"--datadir={self.folder / 'data'}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root",
+             f"--socket={self.folder / 'mysqld.sock'}", f"--pid-file={self.folder / 'pid'}",
+             f"--log-error={self.folder / 'error.log'}", "--skip-grant-tables",
+             "--skip-name-resolve"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until_up(self.dsn)
+
+    def stop(self) -> None:
+        """Stop it and wait until it no longer answers."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=60)
+            self._process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class ThrowawayDatabase:
     """``nanomdm_test_<random>`` on the server, dropped by ``drop()``."""
 
-    def __init__(self, with_schema: bool = True):
-        ensure_server()
+    def __init__(self, with_schema: bool = True, server_dsn: str = SERVER_DSN):
+        """``server_dsn``: a PrivateServer's, else the machine's shared server."""
+        if server_dsn == SERVER_DSN:
+            ensure_server()
+        self.server_dsn = server_dsn
         self.name = "nanomdm_test_" + secrets.token_hex(6)
-        connection = _connect()
+        connection = _connect(server_dsn)
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"CREATE DATABASE {self.name} CHARACTER SET utf8mb4")
@@ -95,10 +118,10 @@ class ThrowawayDatabase:
 
     @property
     def dsn(self) -> str:
-        return SERVER_DSN.rstrip("/") + "/" + self.name
+        return self.server_dsn.rstrip("/") + "/" + self.name
 
     def connect(self) -> pymysql.connections.Connection:
-        return _connect(database=self.name)
+        return _connect(self.server_dsn, database=self.name)
 
     def query(self, sql: str, *args) -> list[tuple]:
         """Run one statement in its own connection; its rows."""
@@ -111,7 +134,7 @@ class ThrowawayDatabase:
             connection.close()
 
     def drop(self) -> None:
-        connection = _connect()
+        connection = _connect(self.server_dsn)
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS {self.name}")

@@ -26,7 +26,7 @@ from nanomdm_tw.push.service import STALE_CHECK_INTERVAL
 from nanomdm_tw.tools.fake_apns import FakeAPNs
 from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
 
-from .mysqlserver import ThrowawayDatabase, start_server, stop_server
+from .mysqlserver import PrivateServer, ThrowawayDatabase
 from .serving import free_port
 
 ROOT = Path(__file__).parent.parent
@@ -159,7 +159,18 @@ async def push(http, url: str, enrollment_id: str) -> int:
 
 
 @pytest_twisted.ensureDeferred
-async def test_database_outage_fails_cleanly_and_the_server_recovers(tmp_path, ca, http, database):
+async def test_database_outage_fails_cleanly_and_the_server_recovers(tmp_path, ca, http):
+    # A MariaDB of this test's own: stopping the machine's would break everything else.
+    mariadb = PrivateServer(tmp_path / "mariadb")
+    await threads.deferToThread(mariadb.start)
+    database = ThrowawayDatabase(server_dsn=mariadb.dsn)
+    try:
+        await _outage(tmp_path, ca, http, mariadb, database)
+    finally:
+        await threads.deferToThread(mariadb.remove)
+
+
+async def _outage(tmp_path, ca, http, mariadb: PrivateServer, database) -> None:
     server = await start(http, tmp_path, "fault", database.dsn, "max_open_conns=4")
     devices = [SimulatedDevice.create(server.url, make_identity(ca), http=http) for _ in range(4)]
     acknowledged: list[str] = []  # command UUIDs whose Acknowledged got a 200
@@ -192,12 +203,12 @@ async def test_database_outage_fails_cleanly_and_the_server_recovers(tmp_path, c
             await device.enroll()
         loops = [defer.ensureDeferred(traffic(d, n)) for n, d in enumerate(devices)]
         await task.deferLater(reactor, 0.5)
-        await threads.deferToThread(stop_server)
+        await threads.deferToThread(mariadb.stop)
         before_outage = len(acknowledged)
         await task.deferLater(reactor, 1.0)
         outage_answer = await devices[0].idle()
     finally:
-        await threads.deferToThread(start_server)
+        await threads.deferToThread(mariadb.start)
     try:
         # The same process serves again: wait for a few more acknowledged commands.
         for _ in range(300):
