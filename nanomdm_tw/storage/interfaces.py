@@ -24,6 +24,7 @@ from ..mdm.messages import (
     UserAuthenticate,
 )
 from ..mdm.request import MDMRequest
+from .inspection import IInspectionStore, IQueueEditor, IRetention
 
 
 class UnknownEnrollment(MessageError):
@@ -196,6 +197,9 @@ class IStorage(
     ICommandEnqueuer,
     ICertAuthStore,
     IMigrationSource,
+    IInspectionStore,
+    IQueueEditor,
+    IRetention,
 ):
     """Everything a backend provides."""
 
