@@ -63,7 +63,7 @@ class CommandsResource(Resource):
         try:
             if not command_uuid:
                 raise MessageError("missing command UUID in the URL path")
-            args = QueryArgs(request)
+            args = QueryArgs.of(request)
             args.refuse_unknown(("limit", "cursor", "offset"))
             page = parse_page(args, DELIVERIES)
         except MessageError as e:

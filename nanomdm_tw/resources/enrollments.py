@@ -155,7 +155,7 @@ class EnrollmentsResource(Resource):
         try:
             query_filter, *options = nanomdm_query(read_body(request))
             return await self._list(
-                request, QueryArgs(request), query_filter, tuple(options), True
+                request, QueryArgs.of(request), query_filter, tuple(options), True
             )
         except MessageError as e:
             return json_error(request, e)
@@ -163,7 +163,7 @@ class EnrollmentsResource(Resource):
     @async_render
     async def render_GET(self, request: Request) -> bytes:
         try:
-            args = QueryArgs(request)
+            args = QueryArgs.of(request)
             args.refuse_unknown(_LIST_PARAMETERS)
             options = (args.flag("include_device_cert"), args.flag("include_unlock_token"))
             return await self._list(request, args, url_filter(args), options, False)
@@ -185,7 +185,7 @@ class EnrollmentResource(Resource):
         enrollment_id = path_text([request.prepath[-1], *request.postpath])
         request.nanomdm_context["enrollment_id"] = enrollment_id
         try:
-            args = QueryArgs(request)
+            args = QueryArgs.of(request)
             args.refuse_unknown(_ITEM_PARAMETERS)
             options = dict(
                 include_device_cert=args.flag("include_device_cert"),

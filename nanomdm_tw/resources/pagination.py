@@ -39,9 +39,12 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 class QueryArgs:
     """The URL's query parameters, every value of each (``?id=A&id=B``)."""
 
-    def __init__(self, request: Request):
-        query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+    def __init__(self, query: str):
         self._values = parse_qs(query, keep_blank_values=True)
+
+    @classmethod
+    def of(cls, request: Request) -> "QueryArgs":
+        return cls(request.uri.partition(b"?")[2].decode("utf-8", "replace"))
 
     def all(self, name: str) -> tuple[str, ...]:
         return tuple(self._values.get(name, ()))
@@ -126,9 +129,7 @@ def _integer(text: str, name: str) -> int:
     return int(text)
 
 
-def parse_page(
-    args: QueryArgs, kind: str, nanomdm: bool = False
-) -> Page:
+def parse_page(args: QueryArgs, kind: str, nanomdm: bool = False) -> Page:
     """
     ``limit`` (1..1000, default 100) and ``cursor``, and with ``nanomdm``
     NanoMDM's rules: ``offset`` too, and a limit below 1 means the default.

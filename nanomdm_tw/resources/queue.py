@@ -61,7 +61,7 @@ class QueueResource(Resource):
         try:
             if not enrollment_id:
                 raise MessageError("missing enrollment id")
-            args = QueryArgs(request)
+            args = QueryArgs.of(request)
             page = parse_page(args, QUEUE, nanomdm=True)
             include_answered = args.flag("all")
         except MessageError as e:
@@ -83,7 +83,7 @@ class QueueResource(Resource):
     @async_render
     async def render_DELETE(self, request: Request) -> bytes:
         try:
-            command_uuid = QueryArgs(request).one("command_uuid")
+            command_uuid = QueryArgs.of(request).one("command_uuid")
             if command_uuid is not None:
                 return await self._remove(request, command_uuid)
             ids = [i.strip() for i in path_text(request.postpath).split(",")]
