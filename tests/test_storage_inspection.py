@@ -15,6 +15,7 @@ import plistlib
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.serialization import Encoding
+from zope.interface.verify import verifyObject
 
 from nanomdm_tw.mdm.messages import decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
@@ -24,6 +25,8 @@ from nanomdm_tw.storage.inspection import (
     NOT_NOW_STATE,
     PENDING,
     EnrollmentFilter,
+    IInspectionStore,
+    IQueueEditor,
 )
 from .storage_backends import BACKENDS
 from .test_storage_conformance import (
@@ -112,6 +115,7 @@ def utc_now() -> datetime.datetime:
 
 @pytest_twisted.ensureDeferred
 async def test_an_empty_store_lists_nothing(store):
+    assert verifyObject(IInspectionStore, store) and verifyObject(IQueueEditor, store)
     assert await store.query_enrollments(EnrollmentFilter(), 100) == []
     assert await store.enrollment_counts() == {}
     assert await store.pending_count() == 0
