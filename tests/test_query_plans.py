@@ -12,7 +12,9 @@ diagnostics) and are left out.  Last, 50 enrollments at once against the
 seeded store: all succeed, none hits a deadlock or lock wait timeout.
 """
 
+import datetime
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ from nanomdm_tw.tools import seed
 
 from . import mysqlserver, pgsqlserver
 from .query_plans import Recorder, Statement, full_scans
+from .storage_backends import backdate
 from .storage_messages import TOPIC, checkin, command, enroll, report, retries_logged
 
 ROWS = 100_000  # queue + result rows, over 10,000 enrollments
@@ -169,6 +172,19 @@ async def _with_delete(store) -> None:
     await store.clear_queue(_request(48))
 
 
+async def _retention(store) -> None:
+    """retention=: nothing old yet; then 20 enrollments' history, answered long ago, pruned."""
+    day = 86400
+    before = datetime.datetime.fromtimestamp(time.time() - 30 * day, datetime.timezone.utc)
+    assert await store.prune_history(before, 1000) == 0
+    aged = [(seed.enrollment_id(n), seed.command_uuid(n, slot))
+            for n in range(60, 80) for slot in range(len(seed.OUTCOMES))]
+    await backdate(store, aged, 40 * day)
+    # Per enrollment: 3 answered results and their queue rows, 1 cleared queue row.
+    assert await store.prune_history(before, 1000) == 20 * 7
+    assert await store.prune_history(before, 1000) == 0
+
+
 # Substrings of statements the run must have sent: the recorder saw the real work.
 EXPECTED = [
     "INSERT INTO devices",
@@ -191,6 +207,10 @@ EXPECTED = [
     "DELETE FROM enrollment_queue",
     "DELETE FROM command_results",
     "DELETE FROM commands",
+    "FROM command_results WHERE updated_at < ",
+    "FROM enrollment_queue AS q WHERE q.active = FALSE AND q.updated_at < ",
+    "DELETE FROM command_results WHERE (id = ? AND command_uuid = ?) OR",
+    "DELETE FROM enrollment_queue WHERE (id = ? AND command_uuid = ?) OR",
 ]
 
 
@@ -203,6 +223,7 @@ async def test_every_statement_of_the_device_and_api_paths_uses_an_index(seeded)
         await _check_ins(store)
         await _queue(store)
         await _certificates(store)
+        await _retention(store)
         await _with_delete(deleting)
     finally:
         await store.close()

@@ -5,7 +5,9 @@ For tests and throw-away servers; nothing survives a restart.  Every method
 runs on the reactor thread without yielding, so each is atomic.
 """
 
+import datetime
 import itertools
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +75,8 @@ class _Queued:
     active: bool = True
     status: str | None = None
     result: bytes | None = field(default=None, repr=False)
+    # When last answered or cleared (else queued), in Unix seconds: what retention ages.
+    updated_at: float = field(default_factory=time.time)
 
 
 @implementer(IStorage)
@@ -222,6 +226,7 @@ class MemoryStorage:
             return
         queued.status = report.status
         queued.result = report.raw
+        queued.updated_at = time.time()
 
     def _unqueue(self, enrollment_id: str, command_uuids: list[str]) -> None:
         """Drop queue entries, and each command no queue refers to any more."""
@@ -263,8 +268,30 @@ class MemoryStorage:
                 self._unqueue(enrollment_id, list(queue))
                 continue
             for queued in queue.values():
-                if queued.status in (None, NOT_NOW):
+                if queued.active and queued.status in (None, NOT_NOW):
                     queued.active = False
+                    queued.updated_at = time.time()
+
+    async def prune_history(self, before: datetime.datetime, batch: int) -> int:
+        return self._pruned_history(before.timestamp(), batch)
+
+    def _pruned_history(self, cutoff: float, batch: int) -> int:
+        """Drop up to ``batch`` entries answered or cleared before ``cutoff``; rows as SQL counts them."""
+        entries = itertools.islice(
+            (
+                (enrollment_id, command_uuid, queued.status is not None)
+                for enrollment_id, queue in self._queues.items()
+                for command_uuid, queued in queue.items()
+                if queued.updated_at < cutoff
+                and (not queued.active or queued.status not in (None, NOT_NOW))
+            ),
+            batch,
+        )
+        rows, commands = 0, len(self._commands)
+        for enrollment_id, command_uuid, has_result in list(entries):
+            self._unqueue(enrollment_id, [command_uuid])
+            rows += 1 + has_result
+        return rows + commands - len(self._commands)
 
     # -- bootstrap token, tally, push ----------------------------------------
 

@@ -31,6 +31,8 @@ PGSQL = Dialect(
     # queued in one transaction; served in index order by idx_queue_next.
     queue_order="q.priority DESC, q.created_at, q.seq",
     share_lock=" FOR SHARE",
+    from_epoch="to_timestamp(?)",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 # The whole transaction was rolled back: running it again is always safe.
