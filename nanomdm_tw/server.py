@@ -237,7 +237,7 @@ class NanoMDMService(Service):
         )
 
     def _start_pruners(self, specs, stores) -> None:
-        """Each backend with a ``retention=`` option prunes its own history; workers leave it to us."""
+        """Each backend with a ``retention=`` option prunes its own history (not in workers)."""
         if self._inherited_fd is not None:
             return
         for spec, store in zip(specs, stores):

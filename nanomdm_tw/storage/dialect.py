@@ -4,8 +4,9 @@ What differs between the SQL databases we speak to, and their schema files.
 Queries are written once, against NanoMDM's MySQL table and column names,
 with ``?`` placeholders.  A ``Dialect`` rewrites placeholders into the
 driver's paramstyle and spells the upsert, the one statement the dialects
-disagree on, and the few other spellings that differ.  Each dialect's schema lives in versioned files under
-``schema/<dialect>/``.
+disagree on, and the few other spellings that differ (locking clauses, a
+time given in Unix seconds).  Each dialect's schema lives in versioned
+files under ``schema/<dialect>/``.
 """
 
 import re

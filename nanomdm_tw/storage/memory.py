@@ -276,7 +276,7 @@ class MemoryStorage:
         return self._pruned_history(before.timestamp(), batch)
 
     def _pruned_history(self, cutoff: float, batch: int) -> int:
-        """Drop up to ``batch`` entries answered or cleared before ``cutoff``; rows as SQL counts them."""
+        """Drop up to ``batch`` entries answered or cleared before ``cutoff``; rows, as SQL counts."""
         entries = itertools.islice(
             (
                 (enrollment_id, command_uuid, queued.status is not None)

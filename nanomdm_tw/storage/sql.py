@@ -338,7 +338,7 @@ class SQLStorage(SQLRetention, SQLBase):
         )
 
     def _collect_commands(self, txn, command_uuids: Sequence[str]) -> int:
-        """Delete those of the commands that no queue row or result refers to any more; how many."""
+        """Delete those of the commands no queue row or result refers to any more; how many."""
         collected = 0
         for chunk in chunks(command_uuids):
             self._execute(
