@@ -39,10 +39,11 @@ from .services.dump import DumpService
 from .services.gettoken import GetTokenRegistry
 from .services.interfaces import IMDMService
 from .services.integrations import Integrations
-from .storage import make_storage
+from .storage import make_storage, parse_storage_options
 from .storage.interfaces import IPushCertStore, IStorage, StorageUnreachable
 from .settings import Settings
 from .storage.multi import MultiStorage
+from .storage.retention import HistoryPruner
 from .workers import WorkerPool, adopt_listening_socket
 
 
@@ -149,6 +150,7 @@ class NanoMDMService(Service):
         # Embedding code registers GetToken handlers here before start-up.
         self.get_token_registry = GetTokenRegistry()
         self.integrations: Integrations | None = None
+        self.pruners: list[HistoryPruner] = []
 
     def startService(self) -> None:
         super().startService()
@@ -186,10 +188,8 @@ class NanoMDMService(Service):
 
     async def _start(self) -> None:
         settings = self.settings
-        stores = [
-            make_storage(spec.name, spec.dsn, spec.options)
-            for spec in (settings.storage, *settings.extra_storages)
-        ]
+        specs = (settings.storage, *settings.extra_storages)
+        stores = [make_storage(spec.name, spec.dsn, spec.options) for spec in specs]
         storage = stores[0] if len(stores) == 1 else MultiStorage(stores, self._reactor)
         await self._open_storage(storage)
         self.storage = storage
@@ -222,6 +222,7 @@ class NanoMDMService(Service):
         else:
             endpoint = serverFromString(self._reactor, settings.listen)
             self.port = await endpoint.listen(site)
+        self._start_pruners(specs, stores)
         if settings.workers > 1:
             self.workers = WorkerPool(
                 self._worker_settings(), self.port, settings.workers, self._reactor
@@ -234,6 +235,17 @@ class NanoMDMService(Service):
             port=address.port,
             storage=settings.storage.name,
         )
+
+    def _start_pruners(self, specs, stores) -> None:
+        """Each backend with a ``retention=`` option prunes its own history (not in workers)."""
+        if self._inherited_fd is not None:
+            return
+        for spec, store in zip(specs, stores):
+            retention = parse_storage_options(spec.options).get("retention")
+            if retention:
+                pruner = HistoryPruner(store, retention, self._reactor)
+                pruner.startService()
+                self.pruners.append(pruner)
 
     def _worker_settings(self) -> Settings:
         """What a worker needs to serve exactly as we do (no --dev set-up of its own)."""
@@ -275,6 +287,8 @@ class NanoMDMService(Service):
         )
 
     async def _stop(self) -> None:
+        for pruner in self.pruners:
+            await pruner.stopService()
         if self.workers is not None:
             await self.workers.stop()
         if self.port is not None:

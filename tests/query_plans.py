@@ -102,7 +102,8 @@ def _mysql(cursor: Any, dialect: Dialect, statement: Statement, whole: bool) -> 
         table = tables.get(row["table"])
         if table is None or row["select_type"] == "INSERT":
             continue  # a small table, or the target of an INSERT ... VALUES
-        if (walked and number == 0) or (whole and row["type"] == "index"):
+        # A whole-table count reads an index, whole or a range of it, never the table.
+        if (walked and number == 0) or (whole and row["type"] in ("index", "ref", "range")):
             continue
         if row["type"] in ("ALL", "index"):
             problems.append(f"{table}: type {row['type']}, {row['rows']} rows")

@@ -6,10 +6,13 @@ a throwaway database, dropped on close; PostgreSQL likewise); a new backend
 joins the suite by adding one entry here.
 """
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from twisted.internet import defer
 
 from nanomdm_tw.storage.interfaces import IStorage
 from nanomdm_tw.storage.memory import MemoryStorage
@@ -86,3 +89,31 @@ BACKENDS = [
     Backend("pgsql", make_pgsql),
     Backend("multi", make_multi),
 ]
+
+
+def backdate(store: IStorage, keys: list[tuple[str, str]], seconds: float) -> Any:
+    """
+    Make these queue entries (enrollment ID, command UUID) and their results
+    look last answered or cleared ``seconds`` ago, for the retention tests.
+    """
+    if isinstance(store, MemoryStorage):
+        for enrollment_id, command_uuid in keys:
+            store._queues[enrollment_id][command_uuid].updated_at = time.time() - seconds
+        return defer.succeed(None)
+    epoch = int(time.time() - seconds)
+
+    def backdate_rows(txn):
+        if store.dialect.name == "pgsql":
+            # NanoMDM's triggers would set updated_at to now.
+            txn.execute("SET LOCAL session_replication_role = replica")
+        for table in ("command_results", "enrollment_queue"):
+            for key in keys:
+                txn.execute(
+                    store.dialect.sql(
+                        f"UPDATE {table} SET updated_at = {store.dialect.from_epoch} "
+                        "WHERE id = ? AND command_uuid = ?"
+                    ),
+                    (epoch, *key),
+                )
+
+    return store._pool.runInteraction(backdate_rows)

@@ -24,6 +24,7 @@ from nanomdm_tw.mdm.request import MDMRequest
 from nanomdm_tw.storage import make_storage
 from nanomdm_tw.storage.pgsql import CannotConnect, PgSQLStorage, expected_schema, parse_pgsql_dsn
 from nanomdm_tw.storage.sqlbase import not_idempotent
+from nanomdm_tw.storage.dialect import schema_files
 from nanomdm_tw.tools import schema as schema_tool
 
 from .pgsqlserver import ThrowawayDatabase
@@ -102,6 +103,9 @@ async def storage(database):
 # -- the schema and its command ------------------------------------------------------
 
 
+LATEST = schema_files("pgsql")[-1][0]
+
+
 def test_schema_command_creates_checks_and_reports(capsys):
     empty = ThrowawayDatabase(with_schema=False)
     try:
@@ -109,11 +113,11 @@ def test_schema_command_creates_checks_and_reports(capsys):
         assert "the database lacks: table devices, table users" in capsys.readouterr().out
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
         assert capsys.readouterr().out.splitlines() == [
-            "schema upgraded from version 0 to 5",
-            "schema complete (version 5)",
+            f"schema upgraded from version 0 to {LATEST}",
+            f"schema complete (version {LATEST})",
         ]
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn]) == 0
-        assert capsys.readouterr().out.splitlines() == ["schema complete (version 5)"]
+        assert capsys.readouterr().out.splitlines() == [f"schema complete (version {LATEST})"]
         empty.query("DROP INDEX idx_queue_next")
         empty.query("DROP TRIGGER update_at_to_current_timestamp ON commands")
         assert schema_tool.main(["pgsql", "--dsn", empty.dsn, "--check"]) == 1
@@ -161,7 +165,7 @@ def test_a_version_2_database_gains_the_lookup_indexes():
                    "index command_results.idx_command_results_command_uuid",
                    "index cert_auth_associations.idx_sha256"]
         )
-        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, 5, [])
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, LATEST, [])
     finally:
         database.drop()
 
@@ -297,7 +301,7 @@ BOOTSTRAP_TOKEN = b"\x00bootstrap\xff"
 def nanomdm_database() -> ThrowawayDatabase:
     """A database made from NanoMDM's own schema file, verbatim, then upgraded by our command."""
     database = nanomdm_sql.nanomdm_database("pgsql")
-    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, 5, [])
+    assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (1, LATEST, [])
     return database
 
 
@@ -395,9 +399,9 @@ def test_version_4_turns_base64_text_unlock_tokens_into_bytea():
         assert schema_tool.upgrade(database.dsn, dialect="pgsql", check_only=True) == (
             3, 3, ["type devices.unlock_token bytea"]
         )
-        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (3, 5, [])
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (3, LATEST, [])
         assert database.query("SELECT unlock_token FROM devices") == [(UNLOCK_TOKEN,)]
-        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (5, 5, [])
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (LATEST, LATEST, [])
     finally:
         database.drop()
 

@@ -14,7 +14,9 @@ counts read a whole index, never a table.  Last, 50 enrollments at once against 
 seeded store: all succeed, none hits a deadlock or lock wait timeout.
 """
 
+import datetime
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ from nanomdm_tw.tools import seed
 
 from . import mysqlserver, pgsqlserver
 from .query_plans import Recorder, Statement, full_scans
+from .storage_backends import backdate
 from .storage_messages import TOPIC, checkin, command, enroll, report, retries_logged
 
 ROWS = 100_000  # queue + result rows, over 10,000 enrollments
@@ -218,6 +221,19 @@ async def _inspection_with_delete(store) -> None:
     await store.clear_queue_by_id(seed.device_id(88))
 
 
+async def _retention(store) -> None:
+    """retention=: nothing old yet; then 20 enrollments' history, answered long ago, pruned."""
+    day = 86400
+    before = datetime.datetime.fromtimestamp(time.time() - 30 * day, datetime.timezone.utc)
+    assert await store.prune_history(before, 1000) == 0
+    aged = [(seed.enrollment_id(n), seed.command_uuid(n, slot))
+            for n in range(60, 80) for slot in range(len(seed.OUTCOMES))]
+    await backdate(store, aged, 40 * day)
+    # Per enrollment: 3 answered results and their queue rows, 1 cleared queue row.
+    assert await store.prune_history(before, 1000) == 20 * 7
+    assert await store.prune_history(before, 1000) == 0
+
+
 # Substrings of statements the run must have sent: the recorder saw the real work.
 EXPECTED = [
     "INSERT INTO devices",
@@ -250,6 +266,10 @@ EXPECTED = [
     "UPDATE enrollment_queue SET active = FALSE, updated_at = CURRENT_TIMESTAMP WHERE id = ? "
     "AND command_uuid = ?",
     "DELETE FROM enrollment_queue WHERE id = ? AND command_uuid = ? AND NOT EXISTS",
+    "FROM command_results WHERE updated_at < ",
+    "FROM enrollment_queue AS q WHERE q.active = FALSE AND q.updated_at < ",
+    "DELETE FROM command_results WHERE (id = ? AND command_uuid = ?) OR",
+    "DELETE FROM enrollment_queue WHERE (id = ? AND command_uuid = ?) OR",
 ]
 
 
@@ -262,6 +282,7 @@ async def test_every_statement_of_the_device_and_api_paths_uses_an_index(seeded)
         await _check_ins(store)
         await _queue(store)
         await _certificates(store)
+        await _retention(store)
         await _inspection(store)
         await _with_delete(deleting)
         await _inspection_with_delete(deleting)

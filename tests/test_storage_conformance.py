@@ -38,6 +38,7 @@ from nanomdm_tw.storage import (
     make_storage,
     parse_storage_options,
 )
+from nanomdm_tw.storage.dialect import schema_files
 from nanomdm_tw.storage.interfaces import IStorage, PushInfo, UnknownEnrollment
 from nanomdm_tw.storage.memory import MemoryStorage
 from nanomdm_tw.storage.sqlite import DB_FILE_NAME, SQLiteStorage, database_path
@@ -758,7 +759,7 @@ async def test_sqlite_next_command_query_uses_the_queue_index(sqlite_storage):
 async def test_sqlite_schema_is_versioned_and_persistent(tmp_path):
     store = await make_sqlite(tmp_path, {})
     await DEVICE.enroll(store)
-    assert await select(store, "PRAGMA user_version") == [(2,)]
+    assert await select(store, "PRAGMA user_version") == [(schema_files("sqlite")[-1][0],)]
     assert await select(store, "PRAGMA journal_mode") == [("wal",)]
     assert await select(store, "PRAGMA foreign_keys") == [(1,)]
     await store.close()

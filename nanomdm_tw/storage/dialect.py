@@ -4,8 +4,9 @@ What differs between the SQL databases we speak to, and their schema files.
 Queries are written once, against NanoMDM's MySQL table and column names,
 with ``?`` placeholders.  A ``Dialect`` rewrites placeholders into the
 driver's paramstyle and spells the upsert, the one statement the dialects
-disagree on.  Each dialect's schema lives in versioned files under
-``schema/<dialect>/``.
+disagree on, and the few other spellings that differ (locking clauses, a
+time given in Unix seconds).  Each dialect's schema lives in versioned
+files under ``schema/<dialect>/``.
 """
 
 import re
@@ -31,6 +32,11 @@ class Dialect:
     no_table: str = ""
     # A TIMESTAMP column as seconds since the epoch, whatever the session's time zone.
     epoch: str = "CAST(strftime('%s', {}) AS INTEGER)"
+    # A point in time given as Unix seconds (one ``?``), as the dialect's
+    # TIMESTAMP columns hold it: in the session's time zone, or UTC for SQLite.
+    from_epoch: str = "datetime(?, 'unixepoch')"
+    # Appended to a SELECT claiming rows that concurrent servers should leave alone.
+    skip_locked: str = ""
 
     def sql(self, query: str) -> str:
         if self.paramstyle == "qmark":

@@ -207,8 +207,10 @@ class IRetention(Interface):
 
     async def prune_history(before: datetime.datetime, batch: int) -> int:
         """
-        Delete at most ``batch`` rows of history last touched before ``before``;
-        return how many were deleted (0: nothing left to prune).
+        Delete at most ``batch`` entries of history (a queue row with its
+        result) last touched before ``before``, and the commands they leave
+        unreferenced; return how many rows were deleted (0: nothing left to
+        prune).
 
         History is: answered results (any status but NotNow) and their queue
         entries; cleared (inactive) queue entries; then commands that no queue

@@ -86,6 +86,8 @@ class _Queued:
     result: bytes | None = field(default=None, repr=False)
     not_now_count: int = 0
     reported_at: datetime.datetime | None = None
+    # When last answered or cleared (else queued), in clock seconds: what retention ages.
+    updated_at: float = 0.0
 
 
 @implementer(IStorage)
@@ -234,7 +236,10 @@ class MemoryStorage(MemoryInspection):
             return errors
         for enrollment_id in to_queue:
             self._queues.setdefault(enrollment_id, {})[command.command_uuid] = _Queued(
-                seq=next(self._sequence), priority=priority, enqueued_at=now
+                seq=next(self._sequence),
+                priority=priority,
+                enqueued_at=now,
+                updated_at=now.timestamp(),
             )
             self._references[command.command_uuid] += 1
         return errors
@@ -261,6 +266,7 @@ class MemoryStorage(MemoryInspection):
         queued.reported_at = self._now()
         if report.status == NOT_NOW:
             queued.not_now_count += 1
+        queued.updated_at = self._clock()
 
     def _unqueue(self, enrollment_id: str, command_uuids: list[str]) -> None:
         """Drop queue entries, and each command no queue refers to any more."""
@@ -307,8 +313,30 @@ class MemoryStorage(MemoryInspection):
             self._unqueue(enrollment_id, list(queue))
             return
         for queued in queue.values():
-            if queued.status in (None, NOT_NOW):
+            if queued.active and queued.status in (None, NOT_NOW):
                 queued.active = False
+                queued.updated_at = self._clock()
+
+    async def prune_history(self, before: datetime.datetime, batch: int) -> int:
+        return self._pruned_history(before.timestamp(), batch)
+
+    def _pruned_history(self, cutoff: float, batch: int) -> int:
+        """Drop up to ``batch`` entries answered or cleared before ``cutoff``; rows, as SQL counts."""
+        entries = itertools.islice(
+            (
+                (enrollment_id, command_uuid, queued.status is not None)
+                for enrollment_id, queue in self._queues.items()
+                for command_uuid, queued in queue.items()
+                if queued.updated_at < cutoff
+                and (not queued.active or queued.status not in (None, NOT_NOW))
+            ),
+            batch,
+        )
+        rows, commands = 0, len(self._commands)
+        for enrollment_id, command_uuid, has_result in list(entries):
+            self._unqueue(enrollment_id, [command_uuid])
+            rows += 1 + has_result
+        return rows + commands - len(self._commands)
 
     # -- bootstrap token, tally, push ----------------------------------------
 

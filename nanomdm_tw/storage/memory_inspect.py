@@ -190,4 +190,5 @@ class MemoryInspection:
             self._unqueue(enrollment_id, [command_uuid])
         else:
             queued.active = False
+            queued.updated_at = self._clock()
         return True

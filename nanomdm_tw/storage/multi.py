@@ -129,6 +129,13 @@ class MultiStorage:
         for store in (self.primary, *self.mirrors):
             await store.close()
 
+    async def prune_history(self, before, batch: int) -> int:
+        """Each backend prunes its own history (mirrors hold their own copies); rows in all."""
+        pruned = 0
+        for store in (self.primary, *self.mirrors):
+            pruned += await store.prune_history(before, batch)
+        return pruned
+
     def touch(self, enrollment_id: str) -> None:
         for store in (self.primary, *self.mirrors):
             store.touch(enrollment_id)

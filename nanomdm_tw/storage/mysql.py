@@ -33,6 +33,8 @@ MYSQL = Dialect(
     no_table=" FROM DUAL",
     # TIMESTAMPs are kept in UTC and shown in the session's zone; this undoes the showing.
     epoch="UNIX_TIMESTAMP({})",
+    from_epoch="FROM_UNIXTIME(?)",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 # The whole transaction was rolled back: running it again is always safe.

@@ -308,6 +308,14 @@ class NetworkedStorage(SQLStorage):
     def _set_schema_version(self, txn: Transaction, version: int) -> None:
         """Nothing to record: the version is read off the tables."""
 
+    def _schema_present(self, txn: Transaction, version: int) -> bool:
+        """
+        A file whose schema is all there is not run again: a later file may
+        be, when an earlier one's index was dropped (the version is read off
+        the tables, and stops at the first file with something missing).
+        """
+        return not set(self.missing_schema(txn)).intersection(self.expected_schema(version))
+
     # -- delete=1 -------------------------------------------------------------
 
     def _record_report(self, txn, enrollment_id: str, report: CommandReport) -> None:

@@ -8,6 +8,11 @@ settings: ``max_open_conns``, ``min_open_conns``, ``conn_max_lifetime`` and
 ``conn_max_idle_time`` (Go durations such as ``30s``, ``5m``, ``1h``; 0 is
 no limit), and ``driver``: ``mysqlclient`` or ``pymysql`` (by default
 mysqlclient when it is installed).
+
+Ours, for every backend: ``retention``, how long answered and cleared
+commands are kept (``30d``, ``720h``: a Go duration or a number of days);
+older history is pruned in small batches off the request path
+(retention.py).  Pending commands are never pruned.
 """
 
 from collections.abc import Callable
@@ -37,6 +42,13 @@ def _connections(text: str) -> int:
     return int(text)
 
 
+def _retention(text: str) -> float:
+    seconds = parse_duration(text, days=True)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} (use a period longer than zero, e.g. 30d or 720h)")
+    return seconds
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "delete": _boolean,
     # NanoMDM's -storage file demands it; ours serves an imported store either way.
@@ -46,6 +58,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "conn_max_lifetime": parse_duration,
     "conn_max_idle_time": parse_duration,
     "driver": _driver,
+    "retention": _retention,
 }
 
 

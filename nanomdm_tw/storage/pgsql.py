@@ -34,6 +34,8 @@ PGSQL = Dialect(
     # NanoMDM's columns are TIMESTAMP without time zone, written as CURRENT_TIMESTAMP
     # in the session's zone: read back in that zone.
     epoch="EXTRACT(EPOCH FROM CAST({} AS TIMESTAMPTZ))",
+    from_epoch="to_timestamp(?)",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 # The whole transaction was rolled back: running it again is always safe.

@@ -36,6 +36,7 @@ from . import (
 )
 from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
 from .inspect_sql import SQLInspection
+from .retention_sql import SQLRetention
 from .sqlbase import SQLBase, as_bytes, chunks, marks, not_idempotent, one_snapshot
 
 # Tables whose rows come and go with commands; row_counts reports them.
@@ -55,8 +56,8 @@ def _empty_to_null(value: str) -> str | None:
 
 
 @implementer(IStorage)
-class SQLStorage(SQLInspection, SQLBase):
-    """IStorage in NanoMDM's tables, over SQLBase's interactions."""
+class SQLStorage(SQLRetention, SQLInspection, SQLBase):
+    """IStorage in NanoMDM's tables, over SQLBase's interactions (pruning: retention_sql.py)."""
 
     # -- check-ins --------------------------------------------------------------
 
@@ -337,8 +338,9 @@ class SQLStorage(SQLInspection, SQLBase):
             enrollment_id=enrollment_id,
         )
 
-    def _collect_commands(self, txn, command_uuids: Sequence[str]) -> None:
-        """Delete those of the commands that no queue row or result refers to any more."""
+    def _collect_commands(self, txn, command_uuids: Sequence[str]) -> int:
+        """Delete those of the commands no queue row or result refers to any more; how many."""
+        collected = 0
         for chunk in chunks(command_uuids):
             self._execute(
                 txn,
@@ -351,6 +353,8 @@ class SQLStorage(SQLInspection, SQLBase):
                 ),
                 chunk,
             )
+            collected += txn.rowcount
+        return collected
 
     def retrieve_next_command(self, request: MDMRequest, skip_not_now: bool) -> Deferred:
         return self._interact(self._retrieve_next_command, request.enroll_id.id, skip_not_now)

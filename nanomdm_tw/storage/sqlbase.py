@@ -33,9 +33,9 @@ def as_bytes(value: bytes | memoryview | str) -> bytes:
     return bytes(value)
 
 
-def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def marks(count: int) -> str:
@@ -165,6 +165,10 @@ class SQLBase:
     def _set_schema_version(self, txn: Transaction, version: int) -> None:
         raise NotImplementedError
 
+    def _schema_present(self, txn: Transaction, version: int) -> bool:
+        """Whether the database already has all that version's file creates."""
+        return False
+
     async def open(self) -> None:
         self._pool = self._make_pool()
         await self._interact(self._upgrade_schema)
@@ -205,7 +209,7 @@ class SQLBase:
                 f"nanomdm-tw supports ({latest})"
             )
         for version, statements in versions:
-            if version > current:
+            if version > current and not self._schema_present(txn, version):
                 self._log.info("applying schema version {version}", version=version)
                 for statement in statements:
                     self._execute(txn, statement)
