@@ -99,6 +99,9 @@ class MemoryStorage:
     async def close(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        """Memory always answers."""
+
     def touch(self, enrollment_id: str) -> None:
         """The request path's last-seen note; this backend keeps no last-seen times."""
 

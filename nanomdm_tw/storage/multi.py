@@ -139,3 +139,4 @@ class MultiStorage:
     enrollment_id_for_cert_hash = _answered("enrollment_id_for_cert_hash")
     retrieve_migration_checkins = _answered("retrieve_migration_checkins")
     row_counts = _answered("row_counts")
+    ping = _answered("ping")
