@@ -12,10 +12,14 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task, threads
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from nanomdm_tw.metrics.processes import exposition
+from nanomdm_tw.metrics.queuedepth import QueueDepthSampler, queue_depth_sampler
 from nanomdm_tw.settings import StorageSpec
-from nanomdm_tw.tools.sim import DEFAULT_TOPIC, SimulatedDevice, make_command, make_identity
+from nanomdm_tw.storage.inspection import IInspectionStore
+from nanomdm_tw.tools.sim import DEFAULT_TOPIC, SimulatedDevice, enqueue, make_command
+from nanomdm_tw.tools.sim import make_identity
 
 from .fake_apns import ca, fake, issue_push_cert  # noqa: F401 (fixtures)
 from .mysqlserver import PrivateServer, ThrowawayDatabase
@@ -196,6 +200,45 @@ async def test_metrics_listen_moves_them_to_their_own_listener(tmp_path: Path) -
         )
 
 
+def queue_depth() -> float:
+    return value(parse(exposition()[0].decode()), "nanomdm_queue_depth")
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_depth_is_sampled(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        sampler = QueueDepthSampler(server.storage, interval=60)
+        sampler.clock = Clock()
+        sampler.startService()  # samples at once, then every 60 s of its clock
+        try:
+            assert queue_depth() == 0
+            device = SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+            await device.enroll()
+            for uuid in ("CMD-1", "CMD-2"):
+                await enqueue(server.http, server.url, server.api_key, [device.id],
+                              make_command("ProfileList", uuid))  # fmt: skip
+            assert queue_depth() == 0  # not sampled yet
+            sampler.clock.advance(60)
+            assert queue_depth() == 2
+            assert (await device.idle()).plist["CommandUUID"] == "CMD-1"
+            await device.report("Acknowledged", "CMD-1")
+            sampler.clock.advance(60)
+            assert queue_depth() == 1
+        finally:
+            await sampler.stopService()
+
+
+def test_a_storage_without_the_inspection_role_is_not_sampled(log_events) -> None:
+    @implementer(IInspectionStore)
+    class Partial:
+        """Declares the role, implements none of it (a storage from embedding code)."""
+
+    assert queue_depth_sampler(Partial()) is None
+    warnings = [e for e in log_events if "queue depth not sampled" in e.get("log_format", "")]
+    assert len(warnings) == 1
+    assert "pending_count() attribute was not provided" in warnings[0]["error"]
+
+
 @pytest.fixture
 def mariadb(tmp_path: Path):
     """A MariaDB of this test's own: stopping the machine's would break everything else."""
@@ -206,18 +249,30 @@ def mariadb(tmp_path: Path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_readyz_follows_the_database(tmp_path: Path, mariadb: PrivateServer) -> None:
+async def test_readyz_follows_the_database(
+    tmp_path: Path, mariadb: PrivateServer, log_events
+) -> None:
     database = ThrowawayDatabase(server_dsn=mariadb.dsn)
     storage = StorageSpec("mysql", database.dsn + "?timeout=1s", "")
     async with serve(tmp_path, storage=storage) as server:
         client, url = server.http, server.url
         assert await get(client, url + "/readyz") == (200, b"ok\n")
         before = await scrape(client, url)
+        sampler = QueueDepthSampler(server.storage, interval=60)
+        sampler.clock = Clock()
+        sampler.startService()
         await threads.deferToThread(mariadb.stop)
         try:
             assert await get(client, url + "/readyz") == (503, b"storage unreachable\n")
             assert await get(client, url + "/healthz") == (200, b"ok\n")
             during = await scrape(client, url)
+            sampler.clock.advance(60)  # fails, is logged, and sampling goes on
+
+            async def sample_failed():
+                return any("sampling the queue depth" in e.get("log_format", "")
+                           for e in log_events)  # fmt: skip
+
+            await eventually(sample_failed, "the failed sample to be logged")
         finally:
             await threads.deferToThread(mariadb.start)
         errors = "nanomdm_storage_errors_total"
@@ -229,6 +284,17 @@ async def test_readyz_follows_the_database(tmp_path: Path, mariadb: PrivateServe
             return await get(client, url + "/readyz") == (200, b"ok\n")
 
         await eventually(ready, "ready again after the restart")
+        # The sampler kept going: its next sample sees the queue.
+        device = SimulatedDevice.create(url, make_identity(server.ca), http=client)
+        await device.enroll()
+        await enqueue(client, url, server.api_key, [device.id], make_command("ProfileList"))
+        sampler.clock.advance(60)
+
+        async def sampled():
+            return queue_depth() == 1
+
+        await eventually(sampled, "a sample after the restart")
+        await sampler.stopService()
         # Frozen: connections stay open, nothing answers; the probe still answers.
         mariadb.pause()
         try:
