@@ -105,6 +105,10 @@ async def test_counters_move_with_real_traffic(
         await answer.content()
         answer = await client.get(url + "/v1/push/" + device.id, auth=("nanomdm", "wrong"))
         assert answer.code == 401
+        for path in ("/v1/enrollments/", "/v1/queue/"):
+            answer = await client.get(url + path + device.id, auth=server.api_auth())
+            assert answer.code == 200
+            await answer.content()
 
         async def delivered():
             after = await scrape(client, url)
@@ -133,6 +137,8 @@ async def test_counters_move_with_real_traffic(
     assert moved(requests, "/v1/enqueue") == 1
     assert moved(requests, "/v1/pushcert") == 1
     assert moved(requests, "/v1/push", status="500") == 1
+    assert moved(requests, "/v1/enrollments") == 1  # /v1/enrollments/<id>
+    assert moved(requests, "/v1/queue") == 1
     assert moved("nanomdm_http_request_duration_seconds_count", endpoint="/mdm") == 4
     assert moved("nanomdm_http_request_duration_seconds_bucket", endpoint="/mdm", le="+Inf") == 4
     assert moved("nanomdm_pushes_total", result="success") == 1  # the enqueue's
