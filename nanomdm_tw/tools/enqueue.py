@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     if not ids:
         parser.error("no enrollment IDs")
+    if sys.stdin.isatty():
+        parser.error("pipe the command plist into stdin, e.g. from nanomdm-cmdr")
     command = sys.stdin.buffer.read()
     try:
         decode_command(command)
