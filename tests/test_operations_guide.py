@@ -4,12 +4,15 @@ import re
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
 from nanomdm_tw.cli import REPEATABLE
 from nanomdm_tw.server import build_root
 from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.storage import make_storage
 from nanomdm_tw.tap import Options
+
+from .serving import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "operations-guide.md"
@@ -85,3 +88,20 @@ def test_every_endpoint_is_in_the_guide() -> None:
 
 def test_the_readme_links_the_guide() -> None:
     assert "(docs/operations-guide.md)" in (ROOT / "README.md").read_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_metric_the_server_exports_is_in_the_guide(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        answer = await server.http.get(server.url + "/metrics")
+        text = (await answer.content()).decode()
+    # prometheus_client also types each counter's creation time (_created): no metric of ours.
+    names = {
+        name
+        for name in re.findall(r"^# TYPE (nanomdm_\w+)", text, re.MULTILINE)
+        if not name.endswith("_created")
+    }
+    guide = GUIDE.read_text()
+
+    assert "nanomdm_http_requests_total" in names
+    assert sorted(name for name in names if f"`{name}" not in guide) == []
