@@ -147,8 +147,8 @@ def test_schema_command_creates_checks_and_reports(capsys):
         assert "the database lacks: table devices, table users" in capsys.readouterr().out
         assert schema_tool.main(["mysql", "--dsn", empty.dsn]) == 0
         assert capsys.readouterr().out.splitlines() == [
-            "schema upgraded from version 0 to 2",
-            "schema complete (version 2)",
+            "schema upgraded from version 0 to 3",
+            "schema complete (version 3)",
         ]
         assert schema_tool.main(["mysql", "--dsn", empty.dsn, "--check"]) == 0
         empty.query("ALTER TABLE enrollment_queue DROP INDEX idx_queue_lookup")
@@ -160,6 +160,27 @@ def test_schema_command_creates_checks_and_reports(capsys):
         empty.drop()
     assert schema_tool.main(["mysql", "--print"]) == 0
     assert "CREATE TABLE enrollment_queue" in capsys.readouterr().out
+
+
+def test_a_database_is_upgraded_from_the_first_file_it_lacks():
+    """Version 2 (without the inspection indexes) gains version 3's; nothing runs twice."""
+    database = ThrowawayDatabase()
+    try:
+        assert expected_schema(3) == [
+            "index users.idx_user_short_name",
+            "index enrollments.idx_enabled",
+            "index enrollments.idx_type_enabled",
+        ]
+        for table, index in (("users", "idx_user_short_name"), ("enrollments", "idx_enabled")):
+            database.query(f"ALTER TABLE {table} DROP INDEX {index}")
+        assert schema_tool.upgrade(database.dsn, dialect="mysql", check_only=True) == (
+            2, 2, ["index users.idx_user_short_name", "index enrollments.idx_enabled"]
+        )
+        database.query("ALTER TABLE enrollments DROP INDEX idx_type_enabled")
+        assert schema_tool.upgrade(database.dsn, dialect="mysql") == (2, 3, [])
+        assert schema_tool.upgrade(database.dsn, dialect="mysql") == (3, 3, [])
+    finally:
+        database.drop()
 
 
 def test_expected_schema_names_nanomdm_tables_and_our_column():
@@ -304,7 +325,7 @@ BOOTSTRAP_TOKEN = b"\x00bootstrap\xff"
 def nanomdm_database() -> ThrowawayDatabase:
     """A database made from NanoMDM's own schema file, verbatim, then upgraded by our command."""
     database = nanomdm_sql.nanomdm_database("mysql")
-    assert schema_tool.upgrade(database.dsn, dialect="mysql") == (1, 2, [])
+    assert schema_tool.upgrade(database.dsn, dialect="mysql") == (1, 3, [])
     return database
 
 

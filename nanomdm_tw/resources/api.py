@@ -5,15 +5,14 @@ Answers use NanoMDM's JSON shapes (docs/openapi.yaml) so existing tooling
 keeps working: per-ID ``status.{id}.command_error|push_result|push_error``,
 top-level ``command_uuid``, ``request_type``, ``no_push``, ``push_error``,
 ``command_error``, and 200 when every ID succeeded, 207 when some failed,
-500 when all failed.
+500 when all failed.  The inspection resources (enrollments, queues,
+commands) live in their own modules; ``build_api`` puts them in the tree.
 """
 
-import datetime
 import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -24,8 +23,14 @@ from ..errors import MessageError
 from ..mdm.messages import decode_command
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
+from .commands import CommandsResource
+from .enrollments import EnrollmentsResource
+from .fanout import enqueue_request, push_request
+from .jsonio import json_body, rfc3339
 from .mdm import url_params
 from .methods import Directory
+from .paths import enrollment_ids
+from .queue import QueueResource
 from .render import async_render
 
 API_USER = b"nanomdm"
@@ -34,17 +39,6 @@ _log = Logger(namespace="nanomdm_tw.api")
 
 # What the API needs of the push service: results per enrollment ID.
 Pusher = Callable[[list[str]], Awaitable[dict[str, Any]]]
-
-
-def json_body(request: Request, document: dict, status: int = 200) -> bytes:
-    """Encode like NanoMDM's API (tab-indented, newline-terminated)."""
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return (json.dumps(document, indent="\t") + "\n").encode("utf-8")
-
-
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def result_status(document: dict, id_count: int) -> int:
@@ -64,15 +58,6 @@ def failure_status(failed: int, id_count: int) -> int:
     if failed == 0:
         return 200
     return 207 if failed < id_count else 500
-
-
-def enrollment_ids(request: Request) -> list[str]:
-    """The comma-separated enrollment IDs that make up the rest of the path."""
-    path = unquote(b"/".join(request.postpath).decode("utf-8", "replace"))
-    ids = [i for i in path.split(",") if i]
-    if not ids:
-        raise MessageError("no enrollment IDs in the URL path")
-    return ids
 
 
 def push_outcome(result: Any) -> dict[str, str]:
@@ -144,8 +129,16 @@ class APIGuard(Resource):
         return self._protected.render(request)
 
 
+def is_json_fanout(request: Request) -> bool:
+    """``POST`` with no IDs in the path: the IDs (and command) are in a JSON body."""
+    return request.method == b"POST" and not any(request.postpath)
+
+
 class EnqueueResource(Resource):
-    """``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many IDs."""
+    """
+    ``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many
+    IDs; ``POST /v1/enqueue`` takes the IDs and the command in a JSON body.
+    """
 
     isLeaf = True
 
@@ -158,8 +151,11 @@ class EnqueueResource(Resource):
     async def render_PUT(self, request: Request) -> bytes:
         context = request.nanomdm_context
         try:
-            ids = enrollment_ids(request)
-            command = decode_command(read_body(request))
+            if is_json_fanout(request):
+                ids, raw = enqueue_request(read_body(request))
+            else:
+                ids, raw = enrollment_ids(request), read_body(request)
+            command = decode_command(raw)
         except MessageError as e:
             context["error"] = str(e)
             return json_body(request, {"command_error": str(e)}, e.status)
@@ -182,7 +178,10 @@ class EnqueueResource(Resource):
 
 
 class PushResource(Resource):
-    """``GET /v1/push/{id,id,...}``: wake enrollments with an APNs push."""
+    """
+    ``GET /v1/push/{id,id,...}``: wake enrollments with an APNs push;
+    ``POST /v1/push`` takes the IDs in a JSON body.
+    """
 
     isLeaf = True
 
@@ -193,8 +192,12 @@ class PushResource(Resource):
     @async_render
     async def render_GET(self, request: Request) -> bytes:
         try:
-            ids = enrollment_ids(request)
+            if is_json_fanout(request):
+                ids = push_request(read_body(request))
+            else:
+                ids = enrollment_ids(request)
         except MessageError as e:
+            request.nanomdm_context["error"] = str(e)
             return json_body(request, {"push_error": str(e)}, e.status)
         request.nanomdm_context["outcome"] = f"push to {len(ids)}"
         results, error = await run_pusher(self._pusher, ids)
@@ -283,6 +286,9 @@ def build_api(
     if escrow is not None:
         v1.putChild(b"escrowkeyunlock", escrow)
     v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
+    v1.putChild(b"enrollments", EnrollmentsResource(storage))
+    v1.putChild(b"queue", QueueResource(storage, storage))
+    v1.putChild(b"commands", CommandsResource(storage))
     v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
     if pusher is not None:
         v1.putChild(b"push", PushResource(pusher))
