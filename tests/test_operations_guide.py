@@ -7,9 +7,6 @@ import pytest
 import pytest_twisted
 
 from nanomdm_tw.cli import REPEATABLE
-from nanomdm_tw.server import build_root
-from nanomdm_tw.settings import Settings, StorageSpec
-from nanomdm_tw.storage import make_storage
 from nanomdm_tw.tap import Options
 
 from .serving import serve
@@ -70,18 +67,13 @@ def served_paths(resource, prefix: str = "") -> list[str]:
     return paths
 
 
-def test_every_endpoint_is_in_the_guide() -> None:
-    settings = Settings(dev=True, api_key="key", migration=True, checkin=True,
-                        storage=StorageSpec("inmem", "", ""))  # fmt: skip
-
-    async def pusher(ids):
-        return {}
-
-    root = build_root(settings, make_storage("inmem", "", ""), None, "key", pusher)
+@pytest_twisted.ensureDeferred
+async def test_every_endpoint_is_in_the_guide(tmp_path: Path) -> None:
+    async with serve(tmp_path, migration=True, checkin=True) as server:
+        paths = served_paths(server.service.port.factory.resource)
     guide = GUIDE.read_text()
 
-    paths = served_paths(root)
-    assert "/v1/enqueue" in paths and "/migration" in paths
+    assert {"/v1/enqueue", "/migration", "/checkin", "/metrics"} <= set(paths)
     missing = [path for path in paths if not re.search(re.escape(path) + r"\b", guide)]
     assert missing == []
 
