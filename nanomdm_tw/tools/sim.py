@@ -30,10 +30,14 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from ..crypto.cms import sign_detached
+from ..mdm import catalogue
+from .enqueue import Answer, enqueue_path_form
 from ..mdm.enrollment import SHARED_IPAD_USER_ID, EnrollID, Enrollment, EnrollType
 
 CHECKIN_CONTENT_TYPE = "application/x-apple-aspen-mdm-checkin"
 REPORT_CONTENT_TYPE = "application/x-apple-aspen-mdm"
+# Commands as an API client makes them (the tests and the benchmark import it from here).
+make_command = catalogue.make_command
 DEFAULT_TOPIC = "com.apple.mgmt.External.00000000-0000-0000-0000-000000000000"
 
 ENROLL_TYPES = {
@@ -406,18 +410,6 @@ def _expect_ok(response: Response, what: str) -> None:
         )
 
 
-def make_command(
-    request_type: str, command_uuid: str | None = None, **fields: Any
-) -> bytes:
-    """A command plist as an MDM API client enqueues it; ``fields`` go in Command."""
-    return plistlib.dumps(
-        {
-            "CommandUUID": command_uuid or str(uuid.uuid4()).upper(),
-            "Command": {"RequestType": request_type, **fields},
-        }
-    )
-
-
 async def enqueue(
     http: Any,
     url: str,
@@ -425,15 +417,9 @@ async def enqueue(
     enrollment_ids: list[str],
     command: bytes,
     no_push: bool = True,
-) -> Response:
-    """Enqueue ``command`` for ``enrollment_ids`` through the server's API."""
-    target = url.rstrip("/") + "/v1/enqueue/" + ",".join(enrollment_ids)
-    if no_push:
-        target += "?nopush=1"
-    response = await http.request(
-        "PUT", target, data=command, auth=("nanomdm", api_key)
-    )
-    return Response(response.code, await response.content(), response.headers)
+) -> Answer:
+    """Enqueue ``command`` for ``enrollment_ids`` in one request; no push by default."""
+    return await enqueue_path_form(http, url, api_key, enrollment_ids, command, no_push)
 
 
 # The command line.
