@@ -26,6 +26,7 @@ from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
 from .mdm import url_params
 from .methods import Directory
+from .openapi import OpenAPIResource
 from .render import async_render
 
 API_USER = b"nanomdm"
@@ -284,6 +285,7 @@ def build_api(
         v1.putChild(b"escrowkeyunlock", escrow)
     v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
     v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
+    v1.putChild(b"openapi.yaml", OpenAPIResource())
     if pusher is not None:
         v1.putChild(b"push", PushResource(pusher))
     return APIGuard(api_key, v1)
