@@ -138,7 +138,7 @@ async def test_the_live_api_keeps_to_its_document(tmp_path: Path, ca, fake) -> N
             migration=True,
         ) as server:
             await seed(server, ca)
-            output, errors, code = await run_schemathesis(server)
+            output, errors, code = await run_schemathesis(server, tmp_path)
     finally:
         await apple_port.stopListening()
     report = (output + errors).decode("utf-8", "replace")
@@ -148,7 +148,8 @@ async def test_the_live_api_keeps_to_its_document(tmp_path: Path, ca, fake) -> N
     assert f"{operations} selected" in report or f"{operations} total" in report, report
 
 
-async def run_schemathesis(server):
+async def run_schemathesis(server, workdir: Path):
+    """``st run``'s output and exit code; its cache and reports go to ``workdir``."""
     st = Path(sys.executable).parent / "st"
     arguments = [
         "run",
@@ -165,5 +166,5 @@ async def run_schemathesis(server):
     environment["SCHEMATHESIS_HOOKS"] = "tests.schemathesis_hooks"
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return await getProcessOutputAndValue(
-        str(st), arguments, env=environment, path=str(ROOT), reactor=reactor
+        str(st), arguments, env=environment, path=str(workdir), reactor=reactor
     )
