@@ -8,12 +8,10 @@ top-level ``command_uuid``, ``request_type``, ``no_push``, ``push_error``,
 500 when all failed.
 """
 
-import datetime
 import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -24,9 +22,15 @@ from ..errors import MessageError
 from ..mdm.messages import decode_command
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
+from .commands import CommandsResource
+from .enrollments import EnrollmentsResource
+from .fanout import enqueue_request, push_request
+from .jsonio import json_body, rfc3339
 from .mdm import url_params
 from .methods import Directory
 from .openapi import OpenAPIResource
+from .paths import enrollment_ids
+from .queue import QueueResource
 from .render import async_render
 
 API_USER = b"nanomdm"
@@ -35,17 +39,6 @@ _log = Logger(namespace="nanomdm_tw.api")
 
 # What the API needs of the push service: results per enrollment ID.
 Pusher = Callable[[list[str]], Awaitable[dict[str, Any]]]
-
-
-def json_body(request: Request, document: dict, status: int = 200) -> bytes:
-    """Encode like NanoMDM's API (tab-indented, newline-terminated)."""
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return (json.dumps(document, indent="\t") + "\n").encode("utf-8")
-
-
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def result_status(document: dict, id_count: int) -> int:
@@ -65,15 +58,6 @@ def failure_status(failed: int, id_count: int) -> int:
     if failed == 0:
         return 200
     return 207 if failed < id_count else 500
-
-
-def enrollment_ids(request: Request) -> list[str]:
-    """The comma-separated enrollment IDs that make up the rest of the path."""
-    path = unquote(b"/".join(request.postpath).decode("utf-8", "replace"))
-    ids = [i for i in path.split(",") if i]
-    if not ids:
-        raise MessageError("no enrollment IDs in the URL path")
-    return ids
 
 
 def push_outcome(result: Any) -> dict[str, str]:
@@ -145,8 +129,16 @@ class APIGuard(Resource):
         return self._protected.render(request)
 
 
+def is_json_fanout(request: Request) -> bool:
+    """``POST`` with no IDs in the path: the IDs (and command) are in a JSON body."""
+    return request.method == b"POST" and not any(request.postpath)
+
+
 class EnqueueResource(Resource):
-    """``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many IDs."""
+    """
+    ``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many
+    IDs; ``POST /v1/enqueue`` takes the IDs and the command in a JSON body.
+    """
 
     isLeaf = True
 
@@ -159,8 +151,11 @@ class EnqueueResource(Resource):
     async def render_PUT(self, request: Request) -> bytes:
         context = request.nanomdm_context
         try:
-            ids = enrollment_ids(request)
-            command = decode_command(read_body(request))
+            if is_json_fanout(request):
+                ids, raw = enqueue_request(read_body(request))
+            else:
+                ids, raw = enrollment_ids(request), read_body(request)
+            command = decode_command(raw)
         except MessageError as e:
             context["error"] = str(e)
             return json_body(request, {"command_error": str(e)}, e.status)
@@ -183,7 +178,10 @@ class EnqueueResource(Resource):
 
 
 class PushResource(Resource):
-    """``GET /v1/push/{id,id,...}``: wake enrollments with an APNs push."""
+    """
+    ``GET /v1/push/{id,id,...}``: wake enrollments with an APNs push;
+    ``POST /v1/push`` takes the IDs in a JSON body.
+    """
 
     isLeaf = True
 
@@ -194,8 +192,12 @@ class PushResource(Resource):
     @async_render
     async def render_GET(self, request: Request) -> bytes:
         try:
-            ids = enrollment_ids(request)
+            if is_json_fanout(request):
+                ids = push_request(read_body(request))
+            else:
+                ids = enrollment_ids(request)
         except MessageError as e:
+            request.nanomdm_context["error"] = str(e)
             return json_body(request, {"push_error": str(e)}, e.status)
         request.nanomdm_context["outcome"] = f"push to {len(ids)}"
         results, error = await run_pusher(self._pusher, ids)
@@ -284,6 +286,9 @@ def build_api(
     if escrow is not None:
         v1.putChild(b"escrowkeyunlock", escrow)
     v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
+    v1.putChild(b"enrollments", EnrollmentsResource(storage))
+    v1.putChild(b"queue", QueueResource(storage, storage))
+    v1.putChild(b"commands", CommandsResource(storage))
     v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
     v1.putChild(b"openapi.yaml", OpenAPIResource())
     if pusher is not None:
