@@ -18,13 +18,16 @@ from .serving import serve
         ("GET", "/mdm", "POST, PUT"),
         ("DELETE", "/mdm", "POST, PUT"),
         ("PUT", "/version", "GET, HEAD"),
+        # Behind the API guard, which itself takes any method.
+        ("GET", "/migration", "POST, PUT"),
+        ("TRACE", "/migration", "POST, PUT"),
     ],
 )
 @pytest_twisted.ensureDeferred
 async def test_unserved_method_is_405_with_allow(
     tmp_path: Path, method: str, path: str, allow: str
 ) -> None:
-    async with serve(tmp_path) as server:
+    async with serve(tmp_path, migration=True) as server:
         answer = await server.http.request(
             method, server.url + path, auth=server.api_auth(), data=b"x"
         )

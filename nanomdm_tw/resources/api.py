@@ -27,7 +27,7 @@ from .enrollments import EnrollmentsResource
 from .fanout import enqueue_request, push_request
 from .jsonio import json_body, rfc3339
 from .mdm import url_params
-from .methods import Directory
+from .methods import Directory, allowed_methods, not_allowed
 from .openapi import OpenAPIResource
 from .paths import enrollment_ids
 from .queue import QueueResource
@@ -126,6 +126,10 @@ class APIGuard(Resource):
     def render(self, request: Request) -> bytes:
         if not self._authorized(request):
             return UnauthorizedResource().render(request)
+        # The request's own 405 check saw this guard, which takes any method.
+        allowed = allowed_methods(type(self._protected))
+        if allowed is not None and request.method not in allowed:
+            return not_allowed(request, allowed)
         return self._protected.render(request)
 
 

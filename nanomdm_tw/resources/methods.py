@@ -37,6 +37,14 @@ def allowed_methods(resource_type: type) -> tuple[bytes, ...] | None:
     return tuple(sorted(methods))
 
 
+def not_allowed(request, allowed: tuple[bytes, ...]) -> bytes:
+    """Go's 405 answer, naming the ``allowed`` methods; the body to write."""
+    request.setResponseCode(405)
+    request.setHeader(b"allow", b", ".join(allowed))
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return NOT_ALLOWED_BODY
+
+
 class NotFound(Resource):
     isLeaf = True
 
@@ -64,11 +72,9 @@ class MDMServerRequest(LimitedRequest):
         if allowed is None or self.method in allowed:
             super().render(resrc)
             return
-        self.setResponseCode(405)
-        self.setHeader(b"allow", b", ".join(allowed))
-        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        self.setHeader(b"content-length", b"%d" % len(NOT_ALLOWED_BODY))
-        self.write(NOT_ALLOWED_BODY)
+        body = not_allowed(self, allowed)
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
         self.finish()
         _log.info(
             "{method} {path} 405 method not allowed enrollment_id=- trace_id={trace_id}",
