@@ -38,3 +38,7 @@ def no_server_fault(ctx, response, case) -> None:
     raise AssertionError(
         f"server fault: HTTP {status}: {response.content[:500]!r}"
     )
+
+
+# /migration takes check-in plists, sent as text.
+schemathesis.serializer.alias("application/x-apple-aspen-mdm-checkin", "text/plain")

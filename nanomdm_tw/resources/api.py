@@ -265,8 +265,8 @@ class PushCertResource(Resource):
             )
         stored = await self._store.retrieve_push_cert(topic)
         if stored is None:
-            # NanoMDM answers a storage error (no row) with 500.
-            return json_body(request, {"error": f"no push certificate for {topic}"}, 500)
+            # NanoMDM answers 500 (its storage error); an unknown topic is the client's mistake.
+            return json_body(request, {"error": f"no push certificate for {topic}"}, 404)
         push_cert = parse_push_certificate(stored.cert_pem + stored.key_pem)
         return json_body(
             request, {"topic": topic, "not_after": rfc3339(push_cert.not_after)}

@@ -71,7 +71,7 @@ class EscrowKeyUnlockResource(Resource):
             return json_body(request, {"error": str(e)}, e.status)
         push_cert = await self._store.retrieve_push_cert(topic)
         if push_cert is None:
-            return json_body(request, {"error": f"no push certificate for {topic}"}, 500)
+            return json_body(request, {"error": f"no push certificate for {topic}"}, 404)
         policy = ClientCertificatePolicy(
             push_cert.cert_pem, push_cert.key_pem, self._extra_ca_pem
         )
