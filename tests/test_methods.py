@@ -18,6 +18,10 @@ from .serving import serve
         ("GET", "/mdm", "POST, PUT"),
         ("DELETE", "/mdm", "POST, PUT"),
         ("PUT", "/version", "GET, HEAD"),
+        # The JSON-body fan-outs' own paths, without IDs.
+        ("PUT", "/v1/enqueue", "POST"),
+        ("GET", "/v1/push", "POST"),
+        ("PUT", "/v1/push", "POST"),
         # Behind the API guard, which itself takes any method.
         ("GET", "/migration", "POST, PUT"),
         ("TRACE", "/migration", "POST, PUT"),

@@ -138,6 +138,14 @@ def is_json_fanout(request: Request) -> bool:
     return request.method == b"POST" and not any(request.postpath)
 
 
+def is_bare_fanout_path(request: Request) -> bool:
+    """
+    ``/v1/enqueue`` or ``/v1/push`` itself (no slash): only the JSON-body POST
+    lives there; ``/v1/enqueue/`` stays NanoMDM's path form without IDs (400).
+    """
+    return not request.postpath and request.method != b"POST"
+
+
 class EnqueueResource(Resource):
     """
     ``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many
@@ -153,6 +161,8 @@ class EnqueueResource(Resource):
 
     @async_render
     async def render_PUT(self, request: Request) -> bytes:
+        if is_bare_fanout_path(request):
+            return not_allowed(request, (b"POST",))
         context = request.nanomdm_context
         try:
             if is_json_fanout(request):
@@ -195,6 +205,8 @@ class PushResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
+        if is_bare_fanout_path(request):
+            return not_allowed(request, (b"POST",))
         try:
             if is_json_fanout(request):
                 ids = push_request(read_body(request))
