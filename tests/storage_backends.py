@@ -13,6 +13,7 @@ from typing import Any
 
 from nanomdm_tw.storage.interfaces import IStorage
 from nanomdm_tw.storage.memory import MemoryStorage
+from nanomdm_tw.storage.multi import MultiStorage
 from nanomdm_tw.storage.mysql import MySQLStorage
 from nanomdm_tw.storage.pgsql import PgSQLStorage
 from nanomdm_tw.storage.sqlite import SQLiteStorage
@@ -72,9 +73,16 @@ async def make_pgsql(tmp_path: Path, options: dict[str, Any]) -> IStorage:
     return await _opened(ThrowawayPgSQLStorage(pgsqlserver.ThrowawayDatabase(), options))
 
 
+async def make_multi(tmp_path: Path, options: dict[str, Any]) -> IStorage:
+    """SQLite answering, an in-memory mirror written behind it."""
+    primary = SQLiteStorage(str(tmp_path / "primary"), options)
+    return await _opened(MultiStorage([primary, MemoryStorage(options)]))
+
+
 BACKENDS = [
     Backend("inmem", make_memory),
     Backend("sqlite", make_sqlite),
     Backend("mysql", make_mysql),
     Backend("pgsql", make_pgsql),
+    Backend("multi", make_multi),
 ]

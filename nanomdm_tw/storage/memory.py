@@ -5,8 +5,11 @@ For tests and throw-away servers; nothing survives a restart.  Every method
 runs on the reactor thread without yielding, so each is atomic.
 """
 
+import datetime
 import itertools
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ from . import (
     new_stale_token,
 )
 from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
+from .memory_inspect import MemoryInspection
 
 
 @dataclass(slots=True)
@@ -48,6 +52,8 @@ class _Device:
 @dataclass(slots=True)
 class _User:
     device_id: str
+    user_short_name: str | None = None
+    user_long_name: str | None = None
     token_update: bytes | None = None
     user_authenticate: bytes | None = None
     user_authenticate_digest: bytes | None = None
@@ -56,10 +62,14 @@ class _User:
 @dataclass(slots=True)
 class _Enrollment:
     device_id: str
+    user_id: str | None
     type: EnrollType
     topic: str
     push_magic: str
     token: bytes
+    created: datetime.datetime
+    updated: datetime.datetime
+    last_seen: datetime.datetime
     enabled: bool = True
     token_update_tally: int = 1
 
@@ -70,21 +80,31 @@ class _Queued:
 
     seq: int
     priority: int
+    enqueued_at: datetime.datetime
     active: bool = True
     status: str | None = None
     result: bytes | None = field(default=None, repr=False)
+    not_now_count: int = 0
+    reported_at: datetime.datetime | None = None
 
 
 @implementer(IStorage)
-class MemoryStorage:
+class MemoryStorage(MemoryInspection):
     _log = Logger()
 
-    def __init__(self, options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        options: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        """``clock``: seconds since the epoch, for the times the inspection API reports."""
         self._delete = bool((options or {}).get("delete", False))
+        self._clock = clock
         self._devices: dict[str, _Device] = {}
         self._users: dict[str, _User] = {}
         self._enrollments: dict[str, _Enrollment] = {}
         self._commands: dict[str, Command] = {}
+        self._command_created: dict[str, datetime.datetime] = {}
         # enrollment ID -> command UUID -> queue entry
         self._queues: dict[str, dict[str, _Queued]] = {}
         # command UUID -> how many queue entries refer to it
@@ -99,8 +119,13 @@ class MemoryStorage:
     async def close(self) -> None:
         pass
 
+    def _now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self._clock(), datetime.timezone.utc)
+
     def touch(self, enrollment_id: str) -> None:
-        """The request path's last-seen note; this backend keeps no last-seen times."""
+        enrollment = self._enrollments.get(enrollment_id)
+        if enrollment is not None:
+            enrollment.last_seen = self._now()
 
     # -- check-ins --------------------------------------------------------------
 
@@ -124,36 +149,43 @@ class MemoryStorage:
             raise UnknownEnrollment(device_id)
         return device
 
-    def _user(self, request: MDMRequest) -> _User:
-        """The user channel's record, created under its device."""
+    def _user(self, request: MDMRequest, message: TokenUpdate | UserAuthenticate) -> _User:
+        """The user channel's record, created under its device, named as the message names it."""
         enroll_id = request.enroll_id
         self._device(enroll_id.device_channel_id)
-        return self._users.setdefault(enroll_id.id, _User(enroll_id.device_channel_id))
+        user = self._users.setdefault(enroll_id.id, _User(enroll_id.device_channel_id))
+        user.user_short_name = message.enrollment.user_short_name or None
+        user.user_long_name = message.enrollment.user_long_name or None
+        return user
 
     async def store_token_update(self, request: MDMRequest, message: TokenUpdate) -> None:
         enroll_id = request.enroll_id
         if enroll_id.is_user_channel:
-            self._user(request).token_update = message.raw
+            self._user(request, message).token_update = message.raw
         else:
             device = self._device(enroll_id.id)
             device.token_update = message.raw
             if message.unlock_token:
                 device.unlock_token = message.unlock_token
         enrollment = self._enrollments.get(enroll_id.id)
-        tally = 1 if enrollment is None else enrollment.token_update_tally + 1
+        now = self._now()
         self._enrollments[enroll_id.id] = _Enrollment(
             device_id=enroll_id.device_channel_id,
+            user_id=enroll_id.id if enroll_id.is_user_channel else None,
             type=enroll_id.type,
             topic=message.topic,
             push_magic=message.push_magic,
             token=message.token,
-            token_update_tally=tally,
+            created=now if enrollment is None else enrollment.created,
+            updated=now,
+            last_seen=now,
+            token_update_tally=1 if enrollment is None else enrollment.token_update_tally + 1,
         )
 
     async def store_user_authenticate(
         self, request: MDMRequest, message: UserAuthenticate
     ) -> None:
-        user = self._user(request)
+        user = self._user(request, message)
         if message.digest_response:
             user.user_authenticate_digest = message.raw
         else:
@@ -168,11 +200,13 @@ class MemoryStorage:
         ]
 
     async def disable(self, request: MDMRequest) -> None:
+        now = self._now()
         for enrollment_id in self._with_sub_enrollments(request.enroll_id.id):
             enrollment = self._enrollments.get(enrollment_id)
             if enrollment is not None and enrollment.enabled:
                 enrollment.enabled = False
                 enrollment.token_update_tally = 0
+                enrollment.last_seen = enrollment.updated = now
 
     # -- the command queue ----------------------------------------------------
 
@@ -192,13 +226,15 @@ class MemoryStorage:
         to_queue = [i for i in ids if i not in errors]
         if not to_queue:
             return errors
+        now = self._now()
         stored = self._commands.setdefault(command.command_uuid, command)
+        self._command_created.setdefault(command.command_uuid, now)
         if stored.raw != command.raw:
             errors.update((i, QUEUE_ERROR_UUID_CONFLICT) for i in to_queue)
             return errors
         for enrollment_id in to_queue:
             self._queues.setdefault(enrollment_id, {})[command.command_uuid] = _Queued(
-                seq=next(self._sequence), priority=priority
+                seq=next(self._sequence), priority=priority, enqueued_at=now
             )
             self._references[command.command_uuid] += 1
         return errors
@@ -222,6 +258,9 @@ class MemoryStorage:
             return
         queued.status = report.status
         queued.result = report.raw
+        queued.reported_at = self._now()
+        if report.status == NOT_NOW:
+            queued.not_now_count += 1
 
     def _unqueue(self, enrollment_id: str, command_uuids: list[str]) -> None:
         """Drop queue entries, and each command no queue refers to any more."""
@@ -232,6 +271,7 @@ class MemoryStorage:
             if not self._references[command_uuid]:
                 del self._references[command_uuid]
                 del self._commands[command_uuid]
+                del self._command_created[command_uuid]
         if not queue:
             self._queues.pop(enrollment_id, None)
 
@@ -258,13 +298,17 @@ class MemoryStorage:
 
     async def clear_queue(self, request: MDMRequest) -> None:
         for enrollment_id in self._with_sub_enrollments(request.enroll_id.id):
-            queue = self._queues.get(enrollment_id, {})
-            if self._delete:
-                self._unqueue(enrollment_id, list(queue))
-                continue
-            for queued in queue.values():
-                if queued.status in (None, NOT_NOW):
-                    queued.active = False
+            self._clear(enrollment_id)
+
+    def _clear(self, enrollment_id: str) -> None:
+        """One enrollment's unanswered (or NotNow) entries made inactive, or dropped with delete."""
+        queue = self._queues.get(enrollment_id, {})
+        if self._delete:
+            self._unqueue(enrollment_id, list(queue))
+            return
+        for queued in queue.values():
+            if queued.status in (None, NOT_NOW):
+                queued.active = False
 
     # -- bootstrap token, tally, push ----------------------------------------
 

@@ -37,8 +37,8 @@ def _device_write(name: str):
 
 
 def _answered(name: str):
-    def read(self, *args):
-        return getattr(self.primary, name)(*args)
+    def read(self, *args, **kwargs):
+        return getattr(self.primary, name)(*args, **kwargs)
 
     read.__name__ = name
     return read
@@ -86,10 +86,24 @@ class MultiStorage:
         self._mirror(enrollment_id, subject, "associate_cert_hash", enrollment_id, cert_hash)
         return answer
 
-    def enqueue_command(self, enrollment_ids: list[str], command):
-        answer = self.primary.enqueue_command(enrollment_ids, command)
+    def enqueue_command(self, enrollment_ids: list[str], command, priority: int = 0):
+        answer = self.primary.enqueue_command(enrollment_ids, command, priority)
         subject = "command_uuid=" + command.command_uuid
-        self._mirror(None, subject, "enqueue_command", enrollment_ids, command)
+        self._mirror(None, subject, "enqueue_command", enrollment_ids, command, priority)
+        return answer
+
+    def clear_queue_by_id(self, enrollment_id: str):
+        """The API's clear: after every earlier write on the mirrors, as an enqueue."""
+        answer = self.primary.clear_queue_by_id(enrollment_id)
+        subject = "enrollment_id=" + enrollment_id
+        self._mirror(None, subject, "clear_queue_by_id", enrollment_id)
+        return answer
+
+    def remove_queued_command(self, enrollment_id: str, command_uuid: str):
+        """The first backend says whether the entry was there; the mirrors follow."""
+        answer = self.primary.remove_queued_command(enrollment_id, command_uuid)
+        subject = f"enrollment_id={enrollment_id} command_uuid={command_uuid}"
+        self._mirror(None, subject, "remove_queued_command", enrollment_id, command_uuid)
         return answer
 
     def store_push_cert(self, topic: str, cert_pem: bytes, key_pem: bytes):
@@ -139,3 +153,9 @@ class MultiStorage:
     enrollment_id_for_cert_hash = _answered("enrollment_id_for_cert_hash")
     retrieve_migration_checkins = _answered("retrieve_migration_checkins")
     row_counts = _answered("row_counts")
+    query_enrollments = _answered("query_enrollments")
+    enrollment_counts = _answered("enrollment_counts")
+    queued_commands = _answered("queued_commands")
+    pending_count = _answered("pending_count")
+    retrieve_command = _answered("retrieve_command")
+    command_deliveries = _answered("command_deliveries")
