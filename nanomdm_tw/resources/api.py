@@ -27,7 +27,7 @@ from .enrollments import EnrollmentsResource
 from .fanout import enqueue_request, push_request
 from .jsonio import json_body, rfc3339
 from .mdm import url_params
-from .methods import Directory, allowed_methods, not_allowed
+from .methods import Directory, allowed_methods, methods_for, not_allowed
 from .openapi import OpenAPIResource
 from .paths import enrollment_ids
 from .queue import QueueResource
@@ -127,7 +127,7 @@ class APIGuard(Resource):
         if not self._authorized(request):
             return UnauthorizedResource().render(request)
         # The request's own 405 check saw this guard, which takes any method.
-        allowed = allowed_methods(type(self._protected))
+        allowed = methods_for(self._protected, request)
         if allowed is not None and request.method not in allowed:
             return not_allowed(request, allowed)
         return self._protected.render(request)
@@ -138,12 +138,12 @@ def is_json_fanout(request: Request) -> bool:
     return request.method == b"POST" and not any(request.postpath)
 
 
-def is_bare_fanout_path(request: Request) -> bool:
+def fanout_methods(resource: Resource, request: Request) -> tuple[bytes, ...] | None:
     """
     ``/v1/enqueue`` or ``/v1/push`` itself (no slash): only the JSON-body POST
     lives there; ``/v1/enqueue/`` stays NanoMDM's path form without IDs (400).
     """
-    return not request.postpath and request.method != b"POST"
+    return (b"POST",) if not request.postpath else allowed_methods(type(resource))
 
 
 class EnqueueResource(Resource):
@@ -159,10 +159,10 @@ class EnqueueResource(Resource):
         self._enqueuer = enqueuer
         self._pusher = pusher
 
+    allowed_methods_for = fanout_methods
+
     @async_render
     async def render_PUT(self, request: Request) -> bytes:
-        if is_bare_fanout_path(request):
-            return not_allowed(request, (b"POST",))
         context = request.nanomdm_context
         try:
             if is_json_fanout(request):
@@ -203,10 +203,10 @@ class PushResource(Resource):
         super().__init__()
         self._pusher = pusher
 
+    allowed_methods_for = fanout_methods
+
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        if is_bare_fanout_path(request):
-            return not_allowed(request, (b"POST",))
         try:
             if is_json_fanout(request):
                 ids = push_request(read_body(request))

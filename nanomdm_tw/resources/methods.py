@@ -37,6 +37,16 @@ def allowed_methods(resource_type: type) -> tuple[bytes, ...] | None:
     return tuple(sorted(methods))
 
 
+def methods_for(resrc, request) -> tuple[bytes, ...] | None:
+    """
+    The methods ``resrc`` serves at this request's path: its class's, unless
+    it narrows them with ``allowed_methods_for(request)`` (one resource
+    behind two paths, such as ``/v1/enqueue`` and ``/v1/enqueue/{ids}``).
+    """
+    narrow = getattr(resrc, "allowed_methods_for", None)
+    return narrow(request) if narrow is not None else allowed_methods(type(resrc))
+
+
 def not_allowed(request, allowed: tuple[bytes, ...]) -> bytes:
     """Go's 405 answer, naming the ``allowed`` methods; the body to write."""
     request.setResponseCode(405)
@@ -68,7 +78,7 @@ class MDMServerRequest(LimitedRequest):
     """Our request: a body limit, and a plain 405 for a method the resource lacks."""
 
     def render(self, resrc) -> None:
-        allowed = allowed_methods(type(resrc))
+        allowed = methods_for(resrc, self)
         if allowed is None or self.method in allowed:
             super().render(resrc)
             return
