@@ -160,6 +160,7 @@ async def run_schemathesis(server, workdir: Path):
         "--max-examples", str(MAX_EXAMPLES),
         "--seed", SEED,
         "--workers", "1",
+        "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
         "--no-color",
     ]  # fmt: skip
     environment = dict(os.environ)
