@@ -47,8 +47,7 @@ FLEET = [D1, U1, S1, D2, UE_DEVICE, UE_USER]
 SLACK = datetime.timedelta(seconds=2)  # whole-second columns, and clocks read apart
 
 
-# The SQL backends' inspection comes next; the in-memory one is checked meanwhile.
-@pytest.fixture(params=[b for b in BACKENDS if b.name == "inmem"], ids=lambda b: b.name)
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def backend(request):
     return request.param
 

@@ -29,11 +29,17 @@ class Dialect:
     share_lock: str = ""
     # What a table-less SELECT with a WHERE needs after its columns (MySQL: FROM DUAL).
     no_table: str = ""
+    # A TIMESTAMP column as seconds since the epoch, whatever the session's time zone.
+    epoch: str = "CAST(strftime('%s', {}) AS INTEGER)"
 
     def sql(self, query: str) -> str:
         if self.paramstyle == "qmark":
             return query
         return query.replace("?", "%s")
+
+    def seconds(self, column: str) -> str:
+        """Select ``column`` as epoch seconds: times read back alike from every database."""
+        return self.epoch.format(column)
 
     def upsert(
         self,

@@ -31,6 +31,8 @@ MYSQL = Dialect(
     queue_order="q.priority DESC, q.created_at, q.seq",
     share_lock=" LOCK IN SHARE MODE",  # MySQL 8 and MariaDB both still accept it
     no_table=" FROM DUAL",
+    # TIMESTAMPs are kept in UTC and shown in the session's zone; this undoes the showing.
+    epoch="UNIX_TIMESTAMP({})",
 )
 
 # The whole transaction was rolled back: running it again is always safe.

@@ -31,6 +31,9 @@ PGSQL = Dialect(
     # queued in one transaction; served in index order by idx_queue_next.
     queue_order="q.priority DESC, q.created_at, q.seq",
     share_lock=" FOR SHARE",
+    # NanoMDM's columns are TIMESTAMP without time zone, written as CURRENT_TIMESTAMP
+    # in the session's zone: read back in that zone.
+    epoch="EXTRACT(EPOCH FROM CAST({} AS TIMESTAMPTZ))",
 )
 
 # The whole transaction was rolled back: running it again is always safe.

@@ -35,6 +35,7 @@ from . import (
     new_stale_token,
 )
 from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
+from .inspect_sql import SQLInspection
 from .sqlbase import SQLBase, as_bytes, chunks, marks, not_idempotent, one_snapshot
 
 # Tables whose rows come and go with commands; row_counts reports them.
@@ -54,7 +55,7 @@ def _empty_to_null(value: str) -> str | None:
 
 
 @implementer(IStorage)
-class SQLStorage(SQLBase):
+class SQLStorage(SQLInspection, SQLBase):
     """IStorage in NanoMDM's tables, over SQLBase's interactions."""
 
     # -- check-ins --------------------------------------------------------------
@@ -390,7 +391,10 @@ class SQLStorage(SQLBase):
         return sorted({enroll_id.id, *(row[0] for row in rows)})
 
     def _clear_queue(self, txn, enroll_id: EnrollID):
-        ids = self._channel_ids(txn, enroll_id)
+        self._clear_queues(txn, self._channel_ids(txn, enroll_id))
+
+    def _clear_queues(self, txn, ids: list[str]) -> None:
+        """These enrollments' unanswered (or NotNow) entries made inactive, or dropped with delete."""
         of_ids = f"id IN ({marks(len(ids))})"
         if not self._delete:
             # As NanoMDM: unanswered (or NotNow) commands become inactive, kept as history.
