@@ -9,6 +9,7 @@ be what the document says, schema-invalid input must be refused with a 4xx,
 a method a path does not serve must get 405 with ``Allow``, requests without
 the key must get 401, and no answer may be a server fault (see
 schemathesis_hooks.py for the one 500 NanoMDM answers by design).
+tests/schemathesis.toml says which checks run, and why the others do not.
 """
 
 import os
@@ -34,9 +35,8 @@ EXAMPLE_IDS = ("299BD49A-1A0C-422C-B285-2E4FF087C673", "E2E4A8EB-45EE-488D-B9D7-
 EXAMPLE_COMMAND = "fedd659e-fc3c-4e35-8bb1-c8f51ae542a5"
 
 # Bounds that keep the run near a minute on a small machine.
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 50
 SEED = os.environ.get("NANOMDM_SCHEMATHESIS_SEED", "20261129")
-
 
 
 def test_docs_copy_is_the_packaged_document() -> None:
@@ -100,7 +100,7 @@ async def seed(server, ca) -> None:  # noqa: F811
     answer = await server.http.delete(
         server.url + f"/v1/queue/{second.id}", auth=server.api_auth()
     )
-    assert answer.code in (204, 404, 405)  # 404/405 until the queue API is there
+    assert answer.code == 204
     await enqueue(make_command("ProfileList", "CMD-AFTER-CLEAR"), to=second.id)
 
 
@@ -123,9 +123,9 @@ async def test_the_live_api_keeps_to_its_document(tmp_path: Path, ca, fake) -> N
         await apple_port.stopListening()
     report = (output + errors).decode("utf-8", "replace")
     assert code == 0, report
-    # Every operation of the document was tested (none skipped or unreachable).
+    # Every operation of the document was tested.
     operations = DOCUMENT.read_text().count("operationId:")
-    assert f"{operations} selected" in report or f"{operations} total" in report, report
+    assert f"{operations} selected / {operations} total" in report, report
 
 
 async def run_schemathesis(server, workdir: Path):
