@@ -46,4 +46,6 @@ async def call(server, method: str, path: str, body: bytes | None = None):
 
 
 def device(server, **kwargs) -> SimulatedDevice:
-    return SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http, **kwargs)
+    return SimulatedDevice.create(
+        server.url, make_identity(server.ca), http=server.http, **kwargs
+    )

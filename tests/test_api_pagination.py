@@ -29,7 +29,9 @@ def raw_cursor(document) -> str:
 )  # fmt: skip
 def test_cursor_round_trip(kind, position) -> None:
     cursor = encode_cursor(kind, *position)
-    assert set(cursor) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert set(cursor) <= set(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    )
     assert decode_cursor(kind, cursor) == position
 
 
@@ -56,9 +58,7 @@ def test_foreign_cursors_are_400(cursor) -> None:
     assert raised.value.status == 400
 
 
-@pytest.mark.parametrize(
-    "position", [[True, 1], [1.5, 1], ["1", 1], [1, None], [1]]
-)
+@pytest.mark.parametrize("position", [[True, 1], [1.5, 1], ["1", 1], [1, None], [1]])
 def test_queue_cursor_needs_two_integers(position) -> None:
     with pytest.raises(MessageError):
         decode_cursor(QUEUE, raw_cursor(["q", *position]))

@@ -58,7 +58,9 @@ async def test_empty_store(tmp_path: Path, storage_spec) -> None:  # noqa: F811
 
 
 @pytest_twisted.ensureDeferred
-async def test_nanomdm_items_field_by_field(tmp_path: Path, storage_spec) -> None:  # noqa: F811
+async def test_nanomdm_items_field_by_field(
+    tmp_path: Path, storage_spec
+) -> None:  # noqa: F811
     async with serve(tmp_path, storage_spec) as server:
         a, user, b = await fleet(server)
         code, document = await query(server)
@@ -83,7 +85,9 @@ async def test_nanomdm_items_field_by_field(tmp_path: Path, storage_spec) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_nanomdm_options_add_cert_and_unlock_token(tmp_path: Path, storage_spec) -> None:  # noqa: F811
+async def test_nanomdm_options_add_cert_and_unlock_token(
+    tmp_path: Path, storage_spec
+) -> None:  # noqa: F811
     async with serve(tmp_path, storage_spec) as server:
         a, _, _ = await fleet(server)
         body = {"filter": {"ids": [a.id]},
@@ -149,7 +153,9 @@ async def test_pages(tmp_path: Path, storage_spec) -> None:  # noqa: F811
 
 
 @pytest_twisted.ensureDeferred
-async def test_enrollments_leaving_between_pages(tmp_path: Path, storage_spec) -> None:  # noqa: F811
+async def test_enrollments_leaving_between_pages(
+    tmp_path: Path, storage_spec
+) -> None:  # noqa: F811
     async with serve(tmp_path, storage_spec) as server:
         devices = [device(server, udid=udid(n)) for n in range(1, 6)]
         for d in devices:
@@ -209,8 +215,10 @@ async def test_our_list(tmp_path: Path, storage_spec) -> None:  # noqa: F811
             ("type=User", [user.id]),
             ("type=User&type=Device&enabled=false", [b.id]),
             ("enabled=true", sorted([a.id, user.id])),
-            (f"serial_number={b.serial_number}&serial_number={a.serial_number}&type=Device",
-             [a.id, b.id]),
+            (
+                f"serial_number={b.serial_number}&serial_number={a.serial_number}&type=Device",
+                [a.id, b.id],
+            ),
             ("user_short_name=amy", [user.id]),
             (f"topic={a.topic}&type=Device", [a.id, b.id]),
             ("topic=other", []),
@@ -221,7 +229,9 @@ async def test_our_list(tmp_path: Path, storage_spec) -> None:  # noqa: F811
             code, document = await call(server, "GET", "/v1/enrollments?" + params)
             assert (code, ids(document)) == (200, expected), params
         _, document = await call(
-            server, "GET", f"/v1/enrollments?id={a.id}&include_device_cert=1&include_unlock_token=true"
+            server,
+            "GET",
+            f"/v1/enrollments?id={a.id}&include_device_cert=1&include_unlock_token=true",
         )
         assert set(document["enrollments"][0]["device"]) == {
             "serial_number", "device_cert", "unlock_token"
@@ -266,7 +276,9 @@ async def test_one_enrollment(tmp_path: Path, storage_spec) -> None:  # noqa: F8
         assert channels[[c["id"] for c in channels].index(user.id)] == listed["enrollments"][0]
         code, item = await call(server, "GET", f"/v1/enrollments/{user.id}")
         assert code == 200 and item["id"] == user.id and item["user_channels"] == []
-        code, item = await call(server, "GET", f"/v1/enrollments/{b.id}?include_unlock_token=1")
+        code, item = await call(
+            server, "GET", f"/v1/enrollments/{b.id}?include_unlock_token=1"
+        )
         assert code == 200 and item["user_channels"] == [] and item["enabled"] is False
         code, document = await call(server, "GET", "/v1/enrollments/NOBODY")
         assert code == 404 and list(document) == ["error"]

@@ -57,7 +57,9 @@ async def test_post_enqueue_answers_as_put(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_post_enqueue_with_ids_in_the_path_is_still_the_path_form(tmp_path: Path) -> None:
+async def test_post_enqueue_with_ids_in_the_path_is_still_the_path_form(
+    tmp_path: Path,
+) -> None:
     async with serve(tmp_path) as server:
         (a,) = await enrolled(server, 1)
         code, _, body = await request(

@@ -72,7 +72,9 @@ def test_detailed_item_adds_ours_after_nanomdms() -> None:
     )
     assert list(item)[-5:] == ["topic", "device_id", "user_id", "created", "updated"]
     assert (item["device_id"], item["user_id"], item["created"]) == (
-        "D", "U", "2026-11-29T19:47:25Z"
+        "D",
+        "U",
+        "2026-11-29T19:47:25Z",
     )
     bare = detailed_item(record())
     assert list(bare)[-2:] == ["topic", "device_id"]
@@ -100,9 +102,7 @@ def test_delivery_with_error_chain() -> None:
             ],
         }
     )  # fmt: skip
-    item = delivery_item(
-        entry(status="Error", active=False, result=result, reported_at=SEEN)
-    )
+    item = delivery_item(entry(status="Error", active=False, result=result, reported_at=SEEN))
     assert item == {
         "id": "DEV-1", "state": "answered", "priority": 0, "not_now_count": 0,
         "status": "Error", "enqueued_at": "2026-11-29T19:47:25Z",
@@ -122,19 +122,23 @@ def test_delivery_pending_and_unreadable_results() -> None:
     assert error_chain(plistlib.dumps(["a list"])) is None
 
 
+NONE = {"include_device_cert": False, "include_unlock_token": False}
+
+
 @pytest.mark.parametrize(
     "body, expected",
     [
-        (b"", (EnrollmentFilter(), False, False)),
-        (b"null", (EnrollmentFilter(), False, False)),
-        (b"{}", (EnrollmentFilter(), False, False)),
-        (b'{"filter": null, "options": null, "other": [1, 2]}', (EnrollmentFilter(), False, False)),
+        (b"", (EnrollmentFilter(), NONE)),
+        (b"null", (EnrollmentFilter(), NONE)),
+        (b"{}", (EnrollmentFilter(), NONE)),
+        (b'{"filter": null, "options": null, "other": [1]}', (EnrollmentFilter(), NONE)),
         (b'{"filter": {"ids": ["A", "B"], "serials": ["S"], "user_short_names": ["amy"],'
          b' "types": ["Device"], "enabled": false, "future": 1},'
          b' "options": {"include_device_cert": true, "include_unlock_token": false}}',
          (EnrollmentFilter(ids=("A", "B"), serials=("S",), user_short_names=("amy",),
-                           types=("Device",), enabled=False), True, False)),
-        (b'{"filter": {"ids": [], "enabled": null}}', (EnrollmentFilter(), False, False)),
+                           types=("Device",), enabled=False),
+          {"include_device_cert": True, "include_unlock_token": False})),
+        (b'{"filter": {"ids": [], "enabled": null}}', (EnrollmentFilter(), NONE)),
     ],
 )  # fmt: skip
 def test_nanomdm_query_bodies(body, expected) -> None:

@@ -31,7 +31,9 @@ RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 async def enrolled(server, count: int = 1):
-    devices = [device(server, udid=f"{n:08X}-0000-4000-8000-000000000000") for n in range(count)]
+    devices = [
+        device(server, udid=f"{n:08X}-0000-4000-8000-000000000000") for n in range(count)
+    ]
     for d in devices:
         await d.enroll()
     return devices
@@ -41,7 +43,9 @@ async def queue_commands(server, ids: list[str], *uuids: str) -> dict[str, bytes
     commands = {}
     for command_uuid in uuids:
         commands[command_uuid] = make_command("ProfileList", command_uuid)
-        answer = await enqueue(server.http, server.url, server.api_key, ids, commands[command_uuid])
+        answer = await enqueue(
+            server.http, server.url, server.api_key, ids, commands[command_uuid]
+        )
         assert answer.code == 200
     return commands
 
@@ -80,7 +84,11 @@ async def test_queue_field_by_field(tmp_path: Path, storage_spec) -> None:  # no
         assert {c["command_uuid"]: c["state"] for c in history["commands"]} == {
             "C1": "NotNow", "C2": "answered", "C3": "pending"
         }  # fmt: skip
-        assert [c.get("status") for c in history["commands"]] == ["NotNow", "Acknowledged", None]
+        assert [c.get("status") for c in history["commands"]] == [
+            "NotNow",
+            "Acknowledged",
+            None,
+        ]
 
 
 @pytest_twisted.ensureDeferred
@@ -97,13 +105,17 @@ async def test_queue_unknown_and_empty(tmp_path: Path, storage_spec) -> None:  #
 
 
 @pytest_twisted.ensureDeferred
-async def test_queue_pages_in_delivery_order(tmp_path: Path, storage_spec) -> None:  # noqa: F811
+async def test_queue_pages_in_delivery_order(
+    tmp_path: Path, storage_spec
+) -> None:  # noqa: F811
     async with serve(tmp_path, storage_spec) as server:
         (a,) = await enrolled(server)
         await queue_commands(server, [a.id], "P0-1", "P0-2", "P0-3")
         for command_uuid, priority in (("P5-1", 5), ("P1-1", 1), ("P5-2", 5)):
             command = decode_command(make_command("ProfileList", command_uuid))
-            assert await server.storage.enqueue_command([a.id], command, priority=priority) == {}
+            assert (
+                await server.storage.enqueue_command([a.id], command, priority=priority) == {}
+            )
         order = ["P5-1", "P5-2", "P1-1", "P0-1", "P0-2", "P0-3"]
         _, document = await call(server, "GET", f"/v1/queue/{a.id}")
         assert uuids(document) == order
@@ -124,8 +136,13 @@ async def test_queue_pages_in_delivery_order(tmp_path: Path, storage_spec) -> No
         # Commands leaving between pages neither repeat nor skip the rest.
         _, first = await call(server, "GET", f"/v1/queue/{a.id}?limit=2")
         for gone in ("P5-2", "P1-1"):
-            assert await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid={gone}") == (204, None)
-        _, second = await call(server, "GET", f"/v1/queue/{a.id}?limit=2&cursor={first['next_cursor']}")
+            assert await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid={gone}") == (
+                204,
+                None,
+            )
+        _, second = await call(
+            server, "GET", f"/v1/queue/{a.id}?limit=2&cursor={first['next_cursor']}"
+        )
         assert uuids(first) + uuids(second) == ["P5-1", "P5-2", "P0-1", "P0-2"]
 
 
@@ -173,12 +190,16 @@ async def test_remove_one_command(tmp_path: Path, storage_spec) -> None:  # noqa
         await a.report("Acknowledged", "C1")
         assert await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid=C2") == (204, None)
         for missing in ("C2", "C1", "NOPE"):  # removed, answered, never queued
-            code, document = await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid={missing}")
+            code, document = await call(
+                server, "DELETE", f"/v1/queue/{a.id}?command_uuid={missing}"
+            )
             assert code == 404 and missing in document["error"]
         code, _ = await call(server, "DELETE", "/v1/queue/NOBODY?command_uuid=C3")
         assert code == 404
         assert (await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid="))[0] == 400
-        assert (await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid=C3&command_uuid=C2"))[0] == 400
+        assert (
+            await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid=C3&command_uuid=C2")
+        )[0] == 400
         # A misspelt parameter is refused, not taken for a whole-queue clear.
         code, document = await call(server, "DELETE", f"/v1/queue/{a.id}?command_uid=C3")
         assert code == 400 and "command_uid" in document["error"]
@@ -261,7 +282,12 @@ async def test_command_deliveries(tmp_path: Path, storage_spec) -> None:  # noqa
         assert {k: deliveries[1][k] for k in ("state", "status", "not_now_count")} == {
             "state": "NotNow", "status": "NotNow", "not_now_count": 1
         }  # fmt: skip
-        assert deliveries[2] == {"id": c.id, "state": "pending", "priority": 0, "not_now_count": 0}
+        assert deliveries[2] == {
+            "id": c.id,
+            "state": "pending",
+            "priority": 0,
+            "not_now_count": 0,
+        }
         seen, params = [], "?limit=1"
         while True:
             _, page = await call(server, "GET", "/v1/commands/CMD" + params)
@@ -296,9 +322,21 @@ async def test_request_log_names_the_enrollment(tmp_path: Path, log_events) -> N
         await call(server, "DELETE", "/v1/queue/A,B")
         await call(server, "GET", "/v1/enrollments/OTHER-ID")
     lines = request_lines(log_events)
-    assert any(re.search(r"GET /v1/queue/SOME-ID 200 listed 0 queued enrollment_id=SOME-ID ", l) for l in lines)
-    assert any(re.search(r"DELETE /v1/queue/A,B 204 cleared 2 queues enrollment_id=A\(\+1\) ", l) for l in lines)
-    assert any(re.search(r"GET /v1/enrollments/OTHER-ID 404 no enrollment OTHER-ID enrollment_id=OTHER-ID ", l) for l in lines)
+    assert any(
+        re.search(r"GET /v1/queue/SOME-ID 200 listed 0 queued enrollment_id=SOME-ID ", l)
+        for l in lines
+    )
+    assert any(
+        re.search(r"DELETE /v1/queue/A,B 204 cleared 2 queues enrollment_id=A\(\+1\) ", l)
+        for l in lines
+    )
+    assert any(
+        re.search(
+            r"GET /v1/enrollments/OTHER-ID 404 no enrollment OTHER-ID enrollment_id=OTHER-ID ",
+            l,
+        )
+        for l in lines
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ Answers use NanoMDM's JSON shapes (docs/openapi.yaml) so existing tooling
 keeps working: per-ID ``status.{id}.command_error|push_result|push_error``,
 top-level ``command_uuid``, ``request_type``, ``no_push``, ``push_error``,
 ``command_error``, and 200 when every ID succeeded, 207 when some failed,
-500 when all failed.
+500 when all failed.  The inspection resources (enrollments, queues,
+commands) live in their own modules; ``build_api`` puts them in the tree.
 """
 
 import hmac

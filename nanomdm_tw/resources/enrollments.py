@@ -29,12 +29,12 @@ from .paths import path_text
 from .render import async_render
 
 QUERY = "enrollments query"
+# What storage adds to a listing on request, by the names storage and clients use.
+OPTIONS = ("include_device_cert", "include_unlock_token")
 _LIST_PARAMETERS = (
     "id", "type", "enabled", "serial_number", "topic", "user_id", "device_id",
-    "user_short_name", "limit", "cursor", "offset",
-    "include_device_cert", "include_unlock_token",
+    "user_short_name", "limit", "cursor", "offset", *OPTIONS,
 )  # fmt: skip
-_ITEM_PARAMETERS = ("include_device_cert", "include_unlock_token")
 
 
 def enrollment_item(record: EnrollmentRecord) -> dict:
@@ -74,16 +74,14 @@ def detailed_item(record: EnrollmentRecord) -> dict:
     return item
 
 
-def nanomdm_query(body: bytes) -> tuple[EnrollmentFilter, bool, bool]:
+def nanomdm_query(body: bytes) -> tuple[EnrollmentFilter, dict[str, bool]]:
     """
-    NanoMDM's request body: filter and options, unknown keys ignored as by
-    Go's decoder; an empty body (or null) filters nothing.
+    NanoMDM's request body: the filter, and the options as storage takes
+    them.  Unknown keys are ignored as by Go's decoder; an empty body (or
+    null) filters nothing.
     """
-    if not body:
-        return EnrollmentFilter(), False, False
-    document = optional_object(decode_json(body, QUERY), "the body", QUERY)
+    document = optional_object(decode_json(body, QUERY) if body else None, "the body", QUERY)
     given = optional_object(document.get("filter"), "filter", QUERY)
-    options = optional_object(document.get("options"), "options", QUERY)
     query_filter = EnrollmentFilter(
         ids=string_list(given.get("ids"), "filter.ids", QUERY),
         serials=string_list(given.get("serials"), "filter.serials", QUERY),
@@ -93,11 +91,11 @@ def nanomdm_query(body: bytes) -> tuple[EnrollmentFilter, bool, bool]:
         types=string_list(given.get("types"), "filter.types", QUERY),
         enabled=optional_bool(given.get("enabled"), "filter.enabled", QUERY),
     )
-    return (
-        query_filter,
-        bool(optional_bool(options.get("include_device_cert"), "options.include_device_cert", QUERY)),
-        bool(optional_bool(options.get("include_unlock_token"), "options.include_unlock_token", QUERY)),
-    )  # fmt: skip
+    options = optional_object(document.get("options"), "options", QUERY)
+    return query_filter, {
+        name: bool(optional_bool(options.get(name), "options." + name, QUERY))
+        for name in OPTIONS
+    }
 
 
 def url_filter(args: QueryArgs) -> EnrollmentFilter:
@@ -130,17 +128,20 @@ class EnrollmentsResource(Resource):
         return self._one
 
     async def _list(
-        self, request: Request, args: QueryArgs, query_filter: EnrollmentFilter,
-        options: tuple[bool, bool], nanomdm: bool,
-    ) -> bytes:  # fmt: skip
+        self,
+        request: Request,
+        args: QueryArgs,
+        query_filter: EnrollmentFilter,
+        options: dict[str, bool],
+        nanomdm: bool,
+    ) -> bytes:
         page = parse_page(args, ENROLLMENTS, nanomdm=nanomdm)
         records = await self._store.query_enrollments(
             query_filter,
             page.limit + 1,
             after=page.after[0] if page.after else None,
             offset=page.offset or 0,
-            include_device_cert=options[0],
-            include_unlock_token=options[1],
+            **options,
         )
         records, next_cursor = page.split(records, lambda r: (r.id,))
         item = enrollment_item if nanomdm else detailed_item
@@ -153,9 +154,9 @@ class EnrollmentsResource(Resource):
     @async_render
     async def render_POST(self, request: Request) -> bytes:
         try:
-            query_filter, *options = nanomdm_query(read_body(request))
+            query_filter, options = nanomdm_query(read_body(request))
             return await self._list(
-                request, QueryArgs.of(request), query_filter, tuple(options), True
+                request, QueryArgs.of(request), query_filter, options, nanomdm=True
             )
         except MessageError as e:
             return json_error(request, e)
@@ -165,8 +166,8 @@ class EnrollmentsResource(Resource):
         try:
             args = QueryArgs.of(request)
             args.refuse_unknown(_LIST_PARAMETERS)
-            options = (args.flag("include_device_cert"), args.flag("include_unlock_token"))
-            return await self._list(request, args, url_filter(args), options, False)
+            options = {name: args.flag(name) for name in OPTIONS}
+            return await self._list(request, args, url_filter(args), options, nanomdm=False)
         except MessageError as e:
             return json_error(request, e)
 
@@ -186,20 +187,15 @@ class EnrollmentResource(Resource):
         request.nanomdm_context["enrollment_id"] = enrollment_id
         try:
             args = QueryArgs.of(request)
-            args.refuse_unknown(_ITEM_PARAMETERS)
-            options = dict(
-                include_device_cert=args.flag("include_device_cert"),
-                include_unlock_token=args.flag("include_unlock_token"),
-            )
+            args.refuse_unknown(OPTIONS)
+            options = {name: args.flag(name) for name in OPTIONS}
         except MessageError as e:
             return json_error(request, e)
         found = await self._store.query_enrollments(
             EnrollmentFilter(ids=(enrollment_id,)), 1, **options
         )
         if not found:
-            return json_error(
-                request, MessageError(f"no enrollment {enrollment_id}", 404)
-            )
+            return json_error(request, MessageError(f"no enrollment {enrollment_id}", 404))
         (record,) = found
         channels = []
         if record.device_id == record.id:

@@ -91,9 +91,7 @@ def decode_cursor(kind: str, cursor: str) -> tuple:
         not isinstance(decoded, list)
         or decoded[:1] != [kind]
         or len(decoded) != 1 + len(types)
-        or not all(
-            type(value) is expected for value, expected in zip(decoded[1:], types)
-        )
+        or not all(type(value) is expected for value, expected in zip(decoded[1:], types))
     ):
         raise invalid
     return tuple(decoded[1:])

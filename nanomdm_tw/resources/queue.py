@@ -104,7 +104,9 @@ class QueueResource(Resource):
             except CancelledError:
                 raise
             except Exception as e:
-                self._log.failure("clearing the queue of {enrollment_id}", enrollment_id=enrollment_id)
+                self._log.failure(
+                    "clearing the queue of {enrollment_id}", enrollment_id=enrollment_id
+                )
                 failed[enrollment_id] = str(e) or e.__class__.__name__
         context["outcome"] = f"cleared {len(ids) - len(failed)} queues"
         if not failed:
