@@ -147,8 +147,8 @@ def test_schema_command_creates_checks_and_reports(capsys):
         assert "the database lacks: table devices, table users" in capsys.readouterr().out
         assert schema_tool.main(["mysql", "--dsn", empty.dsn]) == 0
         assert capsys.readouterr().out.splitlines() == [
-            "schema upgraded from version 0 to 2",
-            "schema complete (version 2)",
+            "schema upgraded from version 0 to 3",
+            "schema complete (version 3)",
         ]
         assert schema_tool.main(["mysql", "--dsn", empty.dsn, "--check"]) == 0
         empty.query("ALTER TABLE enrollment_queue DROP INDEX idx_queue_lookup")
@@ -304,7 +304,7 @@ BOOTSTRAP_TOKEN = b"\x00bootstrap\xff"
 def nanomdm_database() -> ThrowawayDatabase:
     """A database made from NanoMDM's own schema file, verbatim, then upgraded by our command."""
     database = nanomdm_sql.nanomdm_database("mysql")
-    assert schema_tool.upgrade(database.dsn, dialect="mysql") == (1, 2, [])
+    assert schema_tool.upgrade(database.dsn, dialect="mysql") == (1, 3, [])
     return database
 
 

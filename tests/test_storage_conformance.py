@@ -758,7 +758,7 @@ async def test_sqlite_next_command_query_uses_the_queue_index(sqlite_storage):
 async def test_sqlite_schema_is_versioned_and_persistent(tmp_path):
     store = await make_sqlite(tmp_path, {})
     await DEVICE.enroll(store)
-    assert await select(store, "PRAGMA user_version") == [(1,)]
+    assert await select(store, "PRAGMA user_version") == [(2,)]
     assert await select(store, "PRAGMA journal_mode") == [("wal",)]
     assert await select(store, "PRAGMA foreign_keys") == [(1,)]
     await store.close()

@@ -55,18 +55,25 @@ def _page(limit: int, offset: int) -> tuple[str, list[int]]:
 
 
 def _enrollment_conditions(wanted: EnrollmentFilter, after: str | None):
-    """WHERE conditions (e: enrollments, d: devices, u: users) and their arguments."""
+    """WHERE conditions on enrollments (e) and their arguments; a device's serial number
+    and a user's short name through their own tables' indexes."""
     conditions: list[str] = []
     args: list[Any] = []
     in_lists = (
-        ("e.id", wanted.ids),
-        ("d.serial_number", wanted.serials),
-        ("u.user_short_name", wanted.user_short_names),
-        ("e.type", wanted.types),
+        ("e.id IN ({})", wanted.ids),
+        (
+            "e.device_id IN (SELECT d.id FROM devices AS d WHERE d.serial_number IN ({}))",
+            wanted.serials,
+        ),
+        (
+            "e.user_id IN (SELECT u.id FROM users AS u WHERE u.user_short_name IN ({}))",
+            wanted.user_short_names,
+        ),
+        ("e.type IN ({})", wanted.types),
     )
-    for column, values in in_lists:
+    for template, values in in_lists:
         if values:
-            conditions.append(f"{column} IN ({marks(len(values))})")
+            conditions.append(template.format(marks(len(values))))
             args += values
     equal = (
         ("e.enabled", wanted.enabled),
@@ -99,46 +106,75 @@ class SQLInspection:
         include_device_cert: bool = False,
         include_unlock_token: bool = False,
     ) -> Deferred:
+        device_columns = ["id", "serial_number"]
+        if include_device_cert:
+            device_columns.append("identity_cert")
+        if include_unlock_token:
+            device_columns.append("unlock_token")
+        return self._interact(
+            self._query_enrollments, filter, limit, after, offset, device_columns
+        )
+
+    def _query_enrollments(self, txn, wanted, limit, after, offset, device_columns):
+        """
+        The page from enrollments (user names looked up per row), then its devices by key.
+
+        Each statement is a lookup or an ordered walk of one index: joined in
+        one statement, planners may hash-join whole tables for a page of IDs.
+        """
         seconds = self.dialect.seconds
-        columns = [
-            "e.id", "e.type", "e.device_id", "e.user_id", "d.serial_number",
-            "u.user_short_name", "u.user_long_name", "e.topic", "e.enabled",
-            "e.token_update_tally", seconds("e.last_seen_at"), seconds("e.created_at"),
-            seconds("e.updated_at"),
-            "d.identity_cert" if include_device_cert else "NULL",
-            "d.unlock_token" if include_unlock_token else "NULL",
-        ]  # fmt: skip
-        conditions, args = _enrollment_conditions(filter, after)
+        conditions, args = _enrollment_conditions(wanted, after)
         where = " WHERE " + " AND ".join(conditions) if conditions else ""
         page, page_args = _page(limit, offset)
-        query = (
-            f"SELECT {', '.join(columns)} FROM enrollments AS e "
-            "INNER JOIN devices AS d ON d.id = e.device_id "
-            f"LEFT JOIN users AS u ON u.id = e.user_id{where} ORDER BY e.id{page}"
+        user = "(SELECT u.{} FROM users AS u WHERE u.id = e.user_id AND u.device_id = e.device_id)"
+        rows = self._all(
+            txn,
+            "SELECT e.id, e.type, e.device_id, e.user_id, e.topic, e.enabled, "
+            f"e.token_update_tally, {seconds('e.last_seen_at')}, {seconds('e.created_at')}, "
+            f"{seconds('e.updated_at')}, {user.format('user_short_name')}, "
+            f"{user.format('user_long_name')} FROM enrollments AS e{where} ORDER BY e.id{page}",
+            (*args, *page_args),
         )
-        d = self._interact(self._all, query, (*args, *page_args))
-        d.addCallback(lambda rows: [self._enrollment_record(row) for row in rows])
-        return d
+        devices = self._devices_by_id(txn, device_columns, {row[2] for row in rows})
+        records = []
+        for row in rows:
+            # Listed only with its device row, as NanoMDM's inner join lists them.
+            device = devices.get(row[2])
+            if device is None:
+                continue
+            extra = dict(zip(device_columns[2:], device[2:]))
+            token = extra.get("unlock_token")
+            records.append(
+                EnrollmentRecord(
+                    id=row[0],
+                    type=row[1],
+                    device_id=row[2],
+                    user_id=row[3],
+                    serial_number=device[1],
+                    user_short_name=row[10],
+                    user_long_name=row[11],
+                    topic=row[4],
+                    enabled=bool(row[5]),
+                    token_update_tally=int(row[6]),
+                    last_seen=_utc(row[7]),
+                    created=_utc(row[8]),
+                    updated=_utc(row[9]),
+                    device_cert=extra.get("identity_cert"),
+                    unlock_token=None if token is None else as_bytes(token),
+                )
+            )
+        return records
 
-    @staticmethod
-    def _enrollment_record(row: Sequence[Any]) -> EnrollmentRecord:
-        return EnrollmentRecord(
-            id=row[0],
-            type=row[1],
-            device_id=row[2],
-            user_id=row[3],
-            serial_number=row[4],
-            user_short_name=row[5],
-            user_long_name=row[6],
-            topic=row[7],
-            enabled=bool(row[8]),
-            token_update_tally=int(row[9]),
-            last_seen=_utc(row[10]),
-            created=_utc(row[11]),
-            updated=_utc(row[12]),
-            device_cert=row[13],
-            unlock_token=None if row[14] is None else as_bytes(row[14]),
+    def _devices_by_id(self, txn, columns: list[str], ids: set[str]) -> dict[str, tuple]:
+        """Device rows by ID (``columns`` start with id), at most a page's."""
+        if not ids:
+            return {}
+        rows = self._all(
+            txn,
+            f"SELECT {', '.join(columns)} FROM devices WHERE id IN ({marks(len(ids))})",
+            sorted(ids),
         )
+        return {row[0]: row for row in rows}
 
     async def enrollment_counts(self) -> dict[tuple[str, bool], int]:
         """A count over the (type, enabled) index: for overviews and sampling, not per request."""
@@ -176,14 +212,14 @@ class SQLInspection:
             reported_at=_utc(reported),
         )
 
-    async def queued_commands(
+    def queued_commands(
         self,
         enrollment_id: str,
         limit: int,
         after: QueueCursor | None = None,
         offset: int = 0,
         include_answered: bool = False,
-    ) -> list[QueueEntry]:
+    ) -> Deferred:
         conditions = ["q.id = ?"]
         args: list[Any] = [enrollment_id]
         if not include_answered:
@@ -193,18 +229,33 @@ class SQLInspection:
             conditions.append("(q.priority < ? OR (q.priority = ? AND q.seq > ?))")
             args += [after.priority, after.priority, after.seq]
         page, page_args = _page(limit, offset)
-        rows = await self._interact(
-            self._all,
-            f"SELECT c.command_uuid, c.request_type, c.command, {self._entry_columns()} "
-            "FROM enrollment_queue AS q "
-            f"INNER JOIN commands AS c ON c.command_uuid = q.command_uuid {RESULT_JOIN} "
-            f"WHERE {' AND '.join(conditions)} ORDER BY q.priority DESC, q.seq{page}",
-            (*args, *page_args),
+        query = (
+            f"SELECT q.command_uuid, {self._entry_columns()} FROM enrollment_queue AS q "
+            f"{RESULT_JOIN} WHERE {' AND '.join(conditions)} "
+            f"ORDER BY q.priority DESC, q.seq{page}"
         )
+        return self._interact(self._queued_commands, enrollment_id, query, (*args, *page_args))
+
+    def _queued_commands(self, txn, enrollment_id: str, query: str, args) -> list[QueueEntry]:
+        """The page of queue rows, then their commands by key."""
+        rows = self._all(txn, query, args)
+        commands = self._commands_by_uuid(txn, {row[0] for row in rows})
         return [
-            self._entry(enrollment_id, row[0], row[1], as_bytes(row[2]), row[3:])
+            self._entry(enrollment_id, row[0], commands[row[0]][0], commands[row[0]][1], row[1:])
             for row in rows
         ]
+
+    def _commands_by_uuid(self, txn, command_uuids: set[str]) -> dict[str, tuple[str, bytes]]:
+        """(request type, raw plist) of each command, at most a page's."""
+        if not command_uuids:
+            return {}
+        rows = self._all(
+            txn,
+            "SELECT command_uuid, request_type, command FROM commands "
+            f"WHERE command_uuid IN ({marks(len(command_uuids))})",
+            sorted(command_uuids),
+        )
+        return {row[0]: (row[1], as_bytes(row[2])) for row in rows}
 
     async def pending_count(self) -> int:
         """A count over the queue's active index: for overviews and sampling, not per request."""
