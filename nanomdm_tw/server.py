@@ -25,10 +25,13 @@ from .crypto.devca import DevelopmentCA
 from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
 from .logs import set_debug
+from .metrics.processes import share_between_processes, stop_sharing
+from .metrics.queuedepth import QueueDepthSampler, queue_depth_sampler
 from .push.service import PushService
 from .resources.authproxy import AuthProxyResource
 from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import EscrowKeyUnlockResource
+from .resources.health import observability
 from .resources.channel import MDMChannel
 from .resources.mdm import Accepts, MDMEndpoint
 from .resources.methods import Directory, MDMServerRequest
@@ -143,6 +146,9 @@ class NanoMDMService(Service):
         self.storage: IStorage | None = None
         self.push_service: PushService | None = None
         self.port: IListeningPort | None = None
+        self.metrics_port: IListeningPort | None = None  # with --metrics-listen
+        self.queue_depth: QueueDepthSampler | None = None
+        self._metrics_folder: str | None = None  # shared by --workers processes
         self.api_key = settings.api_key
         self.development_ca: DevelopmentCA | None = None
         self.ready: Deferred | None = None
@@ -184,8 +190,24 @@ class NanoMDMService(Service):
             await deferLater(self._reactor, delay)
             delay = min(delay * 2, STORAGE_RETRY_MAX)
 
+    @property
+    def _first_process(self) -> bool:
+        """Not a --workers worker: the process that owns listeners and periodic work."""
+        return self._inherited_fd is None
+
     async def _start(self) -> None:
         settings = self.settings
+        if self._first_process and settings.workers > 1:
+            self._metrics_folder = share_between_processes()
+            self._log.info(
+                "metrics of the {count} processes summed in {folder}",
+                count=settings.workers,
+                folder=self._metrics_folder,
+            )
+        observing = observability(lambda: self.storage, self._reactor)
+        if settings.metrics_listen and self._first_process:
+            # Before storage opens: /healthz answers, /readyz says why not yet.
+            self.metrics_port = await self._listen_for_metrics(observing)
         stores = [
             make_storage(spec.name, spec.dsn, spec.options)
             for spec in (settings.storage, *settings.extra_storages)
@@ -193,6 +215,10 @@ class NanoMDMService(Service):
         storage = stores[0] if len(stores) == 1 else MultiStorage(stores, self._reactor)
         await self._open_storage(storage)
         self.storage = storage
+        if self._first_process:
+            self.queue_depth = queue_depth_sampler(storage)
+            if self.queue_depth is not None:
+                self.queue_depth.startService()
         trust = self._trust_store()
         identity = DeviceIdentity(trust, settings.cert_header or None)
         self.push_service = PushService(
@@ -216,6 +242,9 @@ class NanoMDMService(Service):
             self.integrations,
             push_certs=self.push_service,
         )
+        if not settings.metrics_listen:
+            for name, resource in observing.items():
+                root.putChild(name, resource)
         site = MDMSite(root, settings.max_body_size)
         if self._inherited_fd is not None:
             self.port = adopt_listening_socket(self._reactor, site, self._inherited_fd)
@@ -234,6 +263,18 @@ class NanoMDMService(Service):
             port=address.port,
             storage=settings.storage.name,
         )
+
+    async def _listen_for_metrics(self, resources: dict) -> IListeningPort:
+        root = Directory()
+        for name, resource in resources.items():
+            root.putChild(name, resource)
+        endpoint = serverFromString(self._reactor, self.settings.metrics_listen)
+        port = await endpoint.listen(MDMSite(root, self.settings.max_body_size))
+        address = port.getHost()
+        self._log.info(
+            "metrics and health on {host}:{port}", host=address.host, port=address.port
+        )
+        return port
 
     def _worker_settings(self) -> Settings:
         """What a worker needs to serve exactly as we do (no --dev set-up of its own)."""
@@ -279,12 +320,18 @@ class NanoMDMService(Service):
             await self.workers.stop()
         if self.port is not None:
             await self.port.stopListening()
+        if self.metrics_port is not None:
+            await self.metrics_port.stopListening()
+        if self.queue_depth is not None:
+            await self.queue_depth.stopService()
         if self.integrations is not None:
             await self.integrations.stopService()
         if self.push_service is not None:
             await self.push_service.close()
         if self.storage is not None:
             await self.storage.close()
+        if self._metrics_folder is not None:  # last: counting may go on until here
+            stop_sharing(self._metrics_folder)
 
     def stopService(self) -> Deferred:
         super().stopService()

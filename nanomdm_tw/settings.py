@@ -8,6 +8,7 @@ devices unauthenticated; the server calls it before it starts.
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from .resources.body import DEFAULT_MAX_BODY_SIZE
 APPLE_ESCROW_KEY_UNLOCK_URL = (
     "https://deviceservices-external.apple.com/deviceservicesworkers/escrowKeyUnlock"
 )
+# An endpoint on a port the system picks, which cannot clash with another.
+ANY_PORT = re.compile(r"tcp6?:0(:|$)")
 
 
 class SettingsError(ValueError):
@@ -34,6 +37,9 @@ class Settings:
     """Every server setting, named as NanoMDM's flags are."""
 
     listen: str = "tcp:9000"
+    # /metrics, /healthz and /readyz on a listener of their own (an endpoint
+    # string); empty: on the main listener.
+    metrics_listen: str = ""
     api_key: str = ""
     ca: str = ""
     intermediate: str = ""
@@ -78,6 +84,11 @@ class Settings:
                            ("apns-ca", self.apns_ca)):  # fmt: skip
             if path and not os.path.isfile(path):
                 raise SettingsError(f"--{flag}: no such file {path!r}")
+        if self.metrics_listen == self.listen and not ANY_PORT.match(self.listen):
+            raise SettingsError(
+                "--metrics-listen must differ from --listen (leave it unset to serve"
+                " metrics on the main listener)"
+            )
         if self.workers < 1:
             raise SettingsError("--workers must be a positive whole number or auto")
         if self.max_body_size < 1:

@@ -37,13 +37,13 @@ def parse_go_bool(text: str) -> bool:
     raise ValueError(f"invalid boolean value {text!r}")
 
 
-def endpoint_from_listen(listen: str) -> str:
+def endpoint_from_listen(listen: str, flag: str = "listen") -> str:
     """NanoMDM's ``[host]:port`` form as a Twisted endpoint string; endpoints pass through."""
     match = re.fullmatch(r"(\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)", listen)
     if match is None:
         if re.match(r"^[a-z0-9]+:", listen):
             return listen
-        raise usage.UsageError(f"--listen: cannot understand {listen!r}")
+        raise usage.UsageError(f"--{flag}: cannot understand {listen!r}")
     host = match.group("v6") or match.group("host") or ""
     endpoint = "tcp:" + match.group("port")
     if host:
@@ -57,6 +57,7 @@ class Options(usage.Options):
 
     optParameters = [
         ["listen", None, None, "HTTP listen address: NanoMDM's [host]:port or a Twisted endpoint string [default: :9000]"],
+        ["metrics-listen", None, None, "serve /metrics, /healthz and /readyz here ([host]:port or a Twisted endpoint string) instead of on --listen"],
         ["api", None, None, "API key for API endpoints (HTTP Basic, user nanomdm)"],
         ["ca", None, None, "path to PEM CA cert(s) that issue device identities"],
         ["intermediate", None, None, "path to PEM intermediate cert(s)"],
@@ -182,6 +183,11 @@ class Options(usage.Options):
         workers = self._workers(storages)
         settings = Settings(
             listen=endpoint_from_listen(self["listen"] or ":9000"),
+            metrics_listen=(
+                endpoint_from_listen(self["metrics-listen"], "metrics-listen")
+                if self["metrics-listen"]
+                else ""
+            ),
             api_key=self["api"] or "",
             ca=self["ca"] or "",
             intermediate=self["intermediate"] or "",

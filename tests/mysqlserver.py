@@ -13,6 +13,7 @@ or kill a server starts a ``PrivateServer`` (own data directory and port).
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -90,8 +91,16 @@ class PrivateServer:
         """Stop it and wait until it no longer answers."""
         if self._process is not None:
             self._process.terminate()
+            self._process.send_signal(signal.SIGCONT)  # in case it was paused
             self._process.wait(timeout=60)
             self._process = None
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing answers, a black hole."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send_signal(signal.SIGCONT)
 
     def remove(self) -> None:
         self.stop()

@@ -61,6 +61,14 @@ def test_go_flag_forms_mean_what_twistd_flags_mean(argv: list[str], ca: str) -> 
     )
 
 
+def test_metrics_listen_flag(ca: str) -> None:
+    argv = ["-ca", ca, "-metrics-listen", ":9100"]
+    assert go_settings(argv) == twistd_settings(["--ca", ca, "--metrics-listen", ":9100"])
+    assert go_settings(argv).metrics_listen == "tcp:9100"
+    environ = {"NANOMDM_METRICS_LISTEN": "[::1]:9100"}
+    assert go_settings(["-ca", ca], environ).metrics_listen == r"tcp:9100:interface=\:\:1"
+
+
 def test_repeated_storage_and_the_dsn_alias(ca: str) -> None:
     settings = go_settings(
         ["-ca", ca, "-storage", "sqlite", "-storage-dsn", "a", "-storage", "mysql",

@@ -259,6 +259,7 @@ async def test_every_statement_of_the_device_and_api_paths_uses_an_index(seeded)
     deleting = await seeded.open(delete=True)
     recorders = [Recorder(store), Recorder(deleting)]
     try:
+        await store.ping()  # /readyz's
         await _check_ins(store)
         await _queue(store)
         await _certificates(store)

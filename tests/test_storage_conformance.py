@@ -161,6 +161,12 @@ async def enroll_all(store: IStorage) -> None:
         await channel.enroll(store)
 
 
+@pytest_twisted.ensureDeferred
+async def test_ping_answers_when_open(storage):
+    """/readyz's question: a trivial round trip, nothing read or written."""
+    assert await storage.ping() is None
+
+
 # -- the queue, as NanoMDM's e2e tests drive it ---------------------------------
 
 

@@ -154,6 +154,19 @@ def test_environment_fills_what_flags_leave_unset() -> None:
     )
 
 
+def test_metrics_listen_flag_and_variable() -> None:
+    assert parse(["--dev", "--metrics-listen", ":9100"]) == Settings(
+        dev=True, metrics_listen="tcp:9100"
+    )
+    environ = {"NANOMDM_METRICS_LISTEN": "127.0.0.1:9100"}
+    assert parse(["--dev"], environ) == Settings(
+        dev=True, metrics_listen="tcp:9100:interface=127.0.0.1"
+    )
+    assert parse(["--dev", "--metrics-listen", "unix:/run/m.sock"], environ) == Settings(
+        dev=True, metrics_listen="unix:/run/m.sock"
+    )
+
+
 @pytest.mark.parametrize(
     "listen, endpoint",
     [
@@ -177,6 +190,8 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--storage", "nosuch"], "unknown backend"),
         (["--dev", "--storage-options", "delete"], "--storage-options"),
         (["--dev", "--listen", "nonsense"], "--listen"),
+        (["--dev", "--metrics-listen", "nonsense"], "--metrics-listen: cannot understand"),
+        (["--dev", "--metrics-listen", ":9000"], "--metrics-listen must differ from --listen"),
         (["--dev", "--max-body-size", "big"], "--max-body-size"),
         (["--dev", "--workers", "0"], "--workers must be a positive whole number or auto"),
         (["--dev", "--workers", "many"], "--workers must be a positive whole number or auto"),

@@ -16,12 +16,43 @@ from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..metrics import server_metrics
 from ..storage.interfaces import PushInfo
 from .apns import PRODUCTION_URL, APNsClient, PushResult
 
 NO_PUSH_INFO = "no push info"
 NO_PUSH_CERT = "no push certificate for topic"
+UNUSABLE_PUSH_CERT = "push certificate for topic unusable"
 
+# The reasons Apple documents for a rejected push; the metrics count another as "other".
+APNS_REASONS = frozenset(
+    {
+        "BadCollapseId", "BadDeviceToken", "BadExpirationDate", "BadMessageId",
+        "BadPriority", "BadTopic", "DeviceTokenNotForTopic", "DuplicateHeaders",
+        "IdleTimeout", "InvalidPushType", "MissingDeviceToken", "MissingTopic",
+        "PayloadEmpty", "TopicDisallowed", "BadCertificate", "BadCertificateEnvironment",
+        "ExpiredProviderToken", "Forbidden", "InvalidProviderToken", "MissingProviderToken",
+        "UnrelatedKeyIdInToken", "BadEnvironmentKeyIdInToken", "BadPath",
+        "MethodNotAllowed", "ExpiredToken", "Unregistered", "PayloadTooLarge",
+        "TooManyProviderTokenUpdates", "TooManyRequests", "InternalServerError",
+        "ServiceUnavailable", "Shutdown",
+    }
+)  # fmt: skip
+_OUR_REASONS = {NO_PUSH_INFO: "no_push_info", NO_PUSH_CERT: "no_push_cert"}
+
+
+def result_label(result: PushResult) -> str:
+    """A push result as one of a bounded set of metric labels (Apple's reasons, ours)."""
+    if result.status == 200:
+        return "success"
+    reason = result.reason
+    if result.status is not None:
+        return reason if reason in APNS_REASONS else "other"
+    if reason in _OUR_REASONS:
+        return _OUR_REASONS[reason]
+    if reason and reason.startswith(UNUSABLE_PUSH_CERT):
+        return "unusable_push_cert"
+    return "no_answer"  # no connection, or no answer in time
 
 
 # Seconds a cached APNs client is trusted before storage is asked whether its
@@ -100,6 +131,7 @@ class PushService(Service):
             ]
         ):
             results.update(topic_results)
+        server_metrics().pushed(map(result_label, results.values()))
         return results
 
     async def store_push_cert(self, topic: str, cert_pem: bytes, key_pem: bytes) -> str:
@@ -172,7 +204,7 @@ class PushService(Service):
             )
         except Exception as e:
             self._log.failure("push cert of topic {topic} unusable", topic=topic)
-            raise UnusablePushCert(f"push certificate for topic unusable: {e}") from e
+            raise UnusablePushCert(f"{UNUSABLE_PUSH_CERT}: {e}") from e
         self._providers[topic] = _Provider(client, cert.stale_token, now)
         return client
 

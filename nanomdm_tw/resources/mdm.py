@@ -71,11 +71,12 @@ class MDMEndpoint(Resource):
         is_checkin = self._is_checkin(request)
         if is_checkin:
             message = decode_checkin(body)
-            context["outcome"] = message.message_type
+            context["outcome"] = context["message_type"] = message.message_type
         else:
             message = decode_command_report(body)
+            context["message_type"] = "report:" + message.status  # a known Status
             context["outcome"] = " ".join(
-                filter(None, ("report:" + message.status, message.command_uuid))
+                filter(None, (context["message_type"], message.command_uuid))
             )
         context["enrollment_id"] = message.enroll_id.id
         _log.debug(

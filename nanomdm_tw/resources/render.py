@@ -5,7 +5,7 @@ Returning a Deferred from ``render_*`` is a 500 in twisted.web, so every
 handler goes through ``async_render``: it answers NOT_DONE_YET, writes the
 handler's bytes when they come, maps HTTPStatusError to its status, turns
 anything unexpected into a logged 500, cancels the handler when the client
-goes away, and logs one event per request.
+goes away, and logs and counts (metrics) one event per request.
 
 Most handlers never wait (in-memory storage, cached answers): the adapter
 runs the coroutine's first step itself and, when it is already done,
@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ..errors import HTTPStatusError
 from ..logs import make_logger
 from ..mdm.request import new_trace_id
+from ..metrics import server_metrics
 
 _log = make_logger("nanomdm_tw.request")
 
@@ -91,14 +92,17 @@ class _Answer:
     def log(self, _: object = None) -> None:
         request = self.request
         context = request.nanomdm_context
+        status = request.code if not self.gone else "disconnected"
+        seconds = time.monotonic() - self.started
+        server_metrics().request_answered(request, status, seconds)
         fields = dict(
             method=request.method.decode("ascii", "replace"),
             path=request.path.decode("utf-8", "replace"),
-            status=request.code if not self.gone else "disconnected",
+            status=status,
             outcome=context.get("error") or context.get("outcome", "-"),
             enrollment_id=context["enrollment_id"],
             trace_id=context["trace_id"],
-            duration_ms=(time.monotonic() - self.started) * 1000,
+            duration_ms=seconds * 1000,
         )
         _log.info("{request_line}", request_line=REQUEST_LINE.format(**fields), **fields)
 

@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from ..mdm import messages as m
 from ..mdm.request import MDMRequest
+from ..metrics import server_metrics
 from ..storage.interfaces import ITokenUpdateTallyStore
 from . import webhook_event
 from .interfaces import IMDMService
@@ -35,6 +36,12 @@ from .interfaces import IMDMService
 HMAC_HEADER = b"X-Hmac-Signature"
 TRACE_ID_HEADER = b"X-Trace-ID"
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+# Why an event was dropped: the metric's label values.
+QUEUE_FULL = "queue_full"
+SHUTTING_DOWN = "shutting_down"
+BAD_EVENT = "bad_event"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
 def hmac_signature(key: bytes, body: bytes) -> bytes:
@@ -159,7 +166,7 @@ class WebhookService(Service):
         pending = _Pending(request.trace_id, topic, body)
         if not self.running or self._queued >= self._max_queued:
             body.addErrback(lambda _: None)
-            self._dropped(pending, "queue full" if self.running else "shutting down")
+            self._dropped(pending, QUEUE_FULL if self.running else SHUTTING_DOWN)
             return
         enrollment_id = request.enroll_id.id
         self._queues.setdefault(enrollment_id, deque()).append(pending)
@@ -177,7 +184,7 @@ class WebhookService(Service):
             self._log.failure("webhook sender failed", result)
         for pending in self._queues.pop(enrollment_id, ()):
             self._queued -= 1
-            self._dropped(pending, "shut down before delivery")
+            self._dropped(pending, SHUTTING_DOWN, "before delivery")
 
     async def _drain(self, enrollment_id: str) -> None:
         queue = self._queues[enrollment_id]
@@ -193,11 +200,12 @@ class WebhookService(Service):
         except CancelledError:
             raise
         except Exception as e:
-            self._dropped(pending, "could not build the event: " + repr(e))
+            self._dropped(pending, BAD_EVENT, repr(e))
             return
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await self._post(pending, body)
+                server_metrics().webhook_deliveries.inc()
                 return
             except CancelledError:
                 raise
@@ -209,6 +217,7 @@ class WebhookService(Service):
                 break
             delay = min(self._first_backoff * 2 ** (attempt - 1), self._max_backoff)
             wait = deferLater(self._clock, delay)
+            server_metrics().webhook_retries.inc()
             self._log.warn(
                 "webhook delivery failed, retrying event_id={event_id} topic={topic}"
                 " attempt={attempt} delay={delay} error={error}",
@@ -219,7 +228,9 @@ class WebhookService(Service):
                 error=error,
             )
             await wait
-        self._dropped(pending, f"{self._max_attempts} attempts failed, last: {error}")
+        self._dropped(
+            pending, ATTEMPTS_EXHAUSTED, f"{self._max_attempts} attempts, last: {error}"
+        )
 
     async def _post(self, pending: _Pending, body: bytes) -> None:
         await within(
@@ -240,12 +251,15 @@ class WebhookService(Service):
         if not 200 <= response.code < 300:
             raise DeliveryError(f"HTTP {response.code}")
 
-    def _dropped(self, pending: _Pending, reason: str) -> None:
+    def _dropped(self, pending: _Pending, reason: str, detail: str = "") -> None:
+        """``reason``: one of the constants above; ``detail`` for the log only."""
+        server_metrics().webhook_drops.labels(reason).inc()
         self._log.error(
-            "webhook event dropped event_id={event_id} topic={topic}: {reason}",
+            "webhook event dropped event_id={event_id} topic={topic}: {reason}{detail}",
             event_id=pending.event_id,
             topic=pending.topic,
             reason=reason,
+            detail=f" ({detail})" if detail else "",
         )
 
     # IService: stop taking events, let pending ones finish for a moment.

@@ -212,3 +212,10 @@ class IStorage(
 
     async def close() -> None:
         """Release connections; called once at shut-down."""
+
+    async def ping() -> None:
+        """
+        Return once storage answers a trivial query, raise if it cannot.
+
+        Cheap enough for a readiness probe every few seconds.
+        """

@@ -119,6 +119,9 @@ class MemoryStorage(MemoryInspection):
     async def close(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        """Memory always answers."""
+
     def _now(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self._clock(), datetime.timezone.utc)
 

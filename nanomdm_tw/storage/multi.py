@@ -159,3 +159,4 @@ class MultiStorage:
     pending_count = _answered("pending_count")
     retrieve_command = _answered("retrieve_command")
     command_deliveries = _answered("command_deliveries")
+    ping = _answered("ping")

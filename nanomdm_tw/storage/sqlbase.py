@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..errors import MessageError
+from ..metrics import server_metrics
 from .dialect import Dialect, schema_files
 from .lastseen import LastSeenBatcher
 
@@ -91,8 +93,14 @@ class SQLBase:
             )
             return self._pool.runInteraction(self._transaction, fn, *args)
 
+        def failed(failure: Failure) -> Failure:
+            if not failure.check(MessageError):  # a client's mistake is no storage error
+                server_metrics().storage_errors.labels(fn.__name__).inc()
+            return failure
+
         d = self._pool.runInteraction(self._transaction, fn, *args)
         d.addErrback(retry)
+        d.addErrback(failed)
         return d
 
     def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
@@ -155,6 +163,13 @@ class SQLBase:
             rows = self._all(txn, query.format(marks(len(chunk))), (*args, *chunk))
             found.update(row[0] for row in rows)
         return found
+
+    def ping(self) -> Deferred:
+        """``SELECT 1`` through the pool: a connection works and the server answers."""
+        return self._interact(self._select_one)
+
+    def _select_one(self, txn: Transaction) -> None:
+        self._one(txn, "SELECT 1")
 
     def _make_pool(self) -> ConnectionPool:
         raise NotImplementedError
