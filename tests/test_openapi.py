@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest_twisted
+import yaml
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
@@ -33,6 +34,9 @@ DOCUMENT = ROOT / "nanomdm_tw" / "openapi.yaml"
 TOPIC = "com.apple.mgmt.External.e3b8ceac-1f18-2c8e-8a63-dd17d99435d9"
 EXAMPLE_IDS = ("299BD49A-1A0C-422C-B285-2E4FF087C673", "E2E4A8EB-45EE-488D-B9D7-4CC3B1C40699")
 EXAMPLE_COMMAND = "fedd659e-fc3c-4e35-8bb1-c8f51ae542a5"
+
+# Where devices, not API clients, connect (the MDM protocol, not this API).
+DEVICE_PATHS = {"mdm", "checkin", "authproxy"}
 
 # Bounds that keep the run near a minute on a small machine.
 MAX_EXAMPLES = 50
@@ -53,6 +57,19 @@ async def test_document_is_served_behind_the_key(tmp_path: Path) -> None:
         assert answer.headers.getRawHeaders("content-type") == ["application/yaml"]
         assert await answer.content() == DOCUMENT.read_bytes()
         assert (await server.http.get(url)).code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_served_path_is_documented(tmp_path: Path) -> None:
+    """A new endpoint is not finished until the document says what it answers."""
+    paths = yaml.safe_load(DOCUMENT.read_bytes())["paths"]
+    documented = {p.strip("/").split("/{")[0] for p in paths}
+    async with serve(tmp_path, migration=True) as server:
+        root = server.service.port.factory.resource
+        served = {name.decode() for name in root.children} - DEVICE_PATHS
+        v1 = root.children[b"v1"]._protected
+        served |= {"v1/" + name.decode() for name in v1.children}
+    assert served - {"v1"} == documented
 
 
 async def seed(server, ca) -> None:  # noqa: F811
