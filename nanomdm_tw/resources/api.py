@@ -23,10 +23,11 @@ from ..errors import MessageError
 from ..mdm.messages import decode_command
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
+from .clienttext import checked_text
 from .commands import CommandsResource
 from .enrollments import EnrollmentsResource
 from .fanout import enqueue_request, push_request
-from .jsonio import json_body, rfc3339
+from .jsonio import json_body, json_error, rfc3339
 from .mdm import url_params
 from .methods import Directory, allowed_methods, methods_for, not_allowed
 from .openapi import OpenAPIResource
@@ -271,11 +272,12 @@ class PushCertResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        topic = url_params(request).get("topic", "")
-        if not topic:
-            return json_body(
-                request, {"error": "missing required query parameter: topic"}, 400
-            )
+        try:
+            topic = checked_text(url_params(request).get("topic", ""), "query parameter topic")
+            if not topic:
+                raise MessageError("missing required query parameter: topic")
+        except MessageError as e:
+            return json_error(request, e)
         stored = await self._store.retrieve_push_cert(topic)
         if stored is None:
             # NanoMDM answers 500 (its storage error); an unknown topic is the client's mistake.

@@ -19,6 +19,7 @@ from ..settings import APPLE_ESCROW_KEY_UNLOCK_URL
 from ..storage.interfaces import IPushCertStore
 from .api import json_body
 from .body import read_body
+from .clienttext import checked_text
 from .render import async_render
 
 
@@ -37,6 +38,8 @@ def split_parameters(body: bytes) -> tuple[str, dict[str, str], dict[str, str]]:
         }
     except UnicodeDecodeError:
         raise MessageError("form is not UTF-8")
+    for name, value in values.items():
+        checked_text(value, f"form field {name}")
     if any(not values.get(name) for name in REQUIRED_FIELDS):
         raise MessageError("invalid or missing parameters")
     topic = values.get("topic", "")

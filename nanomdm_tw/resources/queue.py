@@ -56,9 +56,9 @@ class QueueResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        enrollment_id = path_text(request.postpath)
-        request.nanomdm_context["enrollment_id"] = enrollment_id or "-"
         try:
+            enrollment_id = path_text(request.postpath)
+            request.nanomdm_context["enrollment_id"] = enrollment_id or "-"
             if not enrollment_id:
                 raise MessageError("missing enrollment id")
             args = QueryArgs.of(request)
