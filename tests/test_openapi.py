@@ -24,6 +24,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from nanomdm_tw.tools.sim import SimulatedDevice, make_command, make_identity
 
 from .fake_apns import ca, fake, issue_push_cert  # noqa: F401 (fixtures)
+from .inspection_client import storage_spec  # noqa: F401 (fixture: every backend)
 from .serving import serve
 from .test_escrow_migration import start_fake_apple
 
@@ -122,13 +123,16 @@ async def seed(server, ca) -> None:  # noqa: F811
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_live_api_keeps_to_its_document(tmp_path: Path, ca, fake) -> None:  # noqa: F811
+async def test_the_live_api_keeps_to_its_document(
+    tmp_path: Path, ca, fake, storage_spec  # noqa: F811
+) -> None:
     (tmp_path / "apns-ca.pem").write_bytes(ca.cert_pem)
     apple, apple_port = await start_fake_apple(ca)
     escrow_url = f"https://127.0.0.1:{apple_port.getHost().port}/escrowKeyUnlock"
     try:
         async with serve(
             tmp_path,
+            storage_spec,
             apns_url=fake.base_url,
             apns_ca=str(tmp_path / "apns-ca.pem"),
             escrow_key_unlock_url=escrow_url,
