@@ -21,7 +21,7 @@ from .storage_messages import command, enroll, report
 WRITES = {
     "store_authenticate", "store_token_update", "store_user_authenticate", "disable",
     "store_command_report", "clear_queue", "store_bootstrap_token", "enqueue_command",
-    "store_push_cert", "associate_cert_hash",
+    "store_push_cert", "associate_cert_hash", "clear_queue_by_id", "remove_queued_command",
 }  # fmt: skip
 
 
@@ -151,6 +151,37 @@ async def test_answers_do_not_wait_for_a_held_secondary_which_keeps_each_devices
         assert table_rows(primary)["command_results"] == [
             ("DEVICE-A", "CMD-1", "Acknowledged"),
             ("DEVICE-B", "CMD-1", "Error"),
+        ]
+    finally:
+        await close(multi, clock)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_apis_queue_edits_are_answered_first_and_mirrored_in_order(tmp_path: Path):
+    clock = Clock()
+    primary, held, multi = await held_secondary(tmp_path, clock)
+    try:
+        await enroll(multi, "DEVICE-A")
+        await enroll(multi, "DEVICE-B")
+        for name in ("CMD-1", "CMD-2"):
+            assert await multi.enqueue_command(["DEVICE-A", "DEVICE-B"], command(name)) == {}
+        # Answered by the first backend while the secondary holds every write.
+        assert await multi.remove_queued_command("DEVICE-A", "CMD-1") is True
+        assert await multi.remove_queued_command("DEVICE-A", "CMD-1") is False
+        await multi.clear_queue_by_id("DEVICE-B")
+        assert [e.command_uuid for e in await multi.queued_commands("DEVICE-A", 10)] == [
+            "CMD-2"
+        ]
+        assert await multi.queued_commands("DEVICE-B", 10) == []
+        assert table_rows(held.store)["enrollment_queue"] == []
+        # Each edit follows the enqueues before it on the secondary, as on the first.
+        await held.release_all(multi)
+        assert table_rows(held.store) == table_rows(primary)
+        assert [row[1:] for row in table_rows(primary)["enrollment_queue"]] == [
+            ("DEVICE-A", "CMD-1", 0),
+            ("DEVICE-B", "CMD-1", 0),
+            ("DEVICE-A", "CMD-2", 1),
+            ("DEVICE-B", "CMD-2", 0),
         ]
     finally:
         await close(multi, clock)

@@ -162,6 +162,27 @@ def test_schema_command_creates_checks_and_reports(capsys):
     assert "CREATE TABLE enrollment_queue" in capsys.readouterr().out
 
 
+def test_a_database_is_upgraded_from_the_first_file_it_lacks():
+    """Version 2 (without the inspection indexes) gains version 3's; nothing runs twice."""
+    database = ThrowawayDatabase()
+    try:
+        assert expected_schema(3) == [
+            "index users.idx_user_short_name",
+            "index enrollments.idx_enabled",
+            "index enrollments.idx_type_enabled",
+        ]
+        for table, index in (("users", "idx_user_short_name"), ("enrollments", "idx_enabled")):
+            database.query(f"ALTER TABLE {table} DROP INDEX {index}")
+        assert schema_tool.upgrade(database.dsn, dialect="mysql", check_only=True) == (
+            2, 2, ["index users.idx_user_short_name", "index enrollments.idx_enabled"]
+        )
+        database.query("ALTER TABLE enrollments DROP INDEX idx_type_enabled")
+        assert schema_tool.upgrade(database.dsn, dialect="mysql") == (2, 3, [])
+        assert schema_tool.upgrade(database.dsn, dialect="mysql") == (3, 3, [])
+    finally:
+        database.drop()
+
+
 def test_expected_schema_names_nanomdm_tables_and_our_column():
     expected = expected_schema()
     for item in (

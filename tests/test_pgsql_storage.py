@@ -393,9 +393,9 @@ def test_version_4_turns_base64_text_unlock_tokens_into_bytea():
             base64.b64encode(UNLOCK_TOKEN).decode(),
         )
         assert schema_tool.upgrade(database.dsn, dialect="pgsql", check_only=True) == (
-            2, 2, ["type devices.unlock_token bytea"]
+            3, 3, ["type devices.unlock_token bytea"]
         )
-        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (2, 5, [])
+        assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (3, 5, [])
         assert database.query("SELECT unlock_token FROM devices") == [(UNLOCK_TOKEN,)]
         assert schema_tool.upgrade(database.dsn, dialect="pgsql") == (5, 5, [])
     finally:

@@ -15,6 +15,7 @@ import plistlib
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.serialization import Encoding
+from zope.interface.verify import verifyObject
 
 from nanomdm_tw.mdm.messages import decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
@@ -24,8 +25,9 @@ from nanomdm_tw.storage.inspection import (
     NOT_NOW_STATE,
     PENDING,
     EnrollmentFilter,
+    IInspectionStore,
+    IQueueEditor,
 )
-from nanomdm_tw.storage.memory import MemoryStorage
 from .storage_backends import BACKENDS
 from .test_storage_conformance import (
     SHARED_IPAD_USER,
@@ -113,6 +115,7 @@ def utc_now() -> datetime.datetime:
 
 @pytest_twisted.ensureDeferred
 async def test_an_empty_store_lists_nothing(store):
+    assert verifyObject(IInspectionStore, store) and verifyObject(IQueueEditor, store)
     assert await store.query_enrollments(EnrollmentFilter(), 100) == []
     assert await store.enrollment_counts() == {}
     assert await store.pending_count() == 0
@@ -315,7 +318,8 @@ async def test_queue_in_delivery_order_with_not_now_and_history(store):
     # As NanoMDM lists it: active, unanswered or NotNow; priority first, then enqueue order.
     assert await queue_of(store, D1) == ["B", "D", "A", "E"]
     assert await queue_of(store, D1, include_answered=True) == ["B", "C", "D", "A", "E"]
-    entries = {e.command_uuid: e for e in await store.queued_commands(D1.id, 100, include_answered=True)}
+    history = await store.queued_commands(D1.id, 100, include_answered=True)
+    entries = {e.command_uuid: e for e in history}
     b, c, d = entries["B"], entries["C"], entries["D"]
     assert (b.state, b.status, b.not_now_count, b.priority, b.active) == (
         NOT_NOW_STATE, "NotNow", 2, 10, True
@@ -503,47 +507,3 @@ async def test_pending_count_over_every_enrollment(store):
     assert await store.pending_count() == 6
     await store.clear_queue_by_id(D1.id)
     assert await store.pending_count() == 4
-
-
-# -- times ------------------------------------------------------------------------
-
-
-class Ticking:
-    """A clock for the in-memory backend that says what the test set."""
-
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def at(seconds: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-
-
-@pytest_twisted.ensureDeferred
-async def test_in_memory_times_come_from_its_clock():
-    clock = Ticking(1_800_000_000)
-    store = MemoryStorage(clock=clock)
-    await enroll(store, D1)
-    clock.now += 10
-    store.touch(D1.id)
-    store.touch("UNKNOWN")
-    clock.now += 10
-    await enqueue(store, [D1], "CMD")
-    clock.now += 10
-    await report(store, D1, "NotNow", "CMD")
-    [record] = await store.query_enrollments(EnrollmentFilter(), 10)
-    assert (record.created, record.updated, record.last_seen) == (
-        at(1_800_000_000), at(1_800_000_000), at(1_800_000_010)
-    )
-    [entry] = await store.queued_commands(D1.id, 10)
-    assert (entry.enqueued_at, entry.reported_at) == (at(1_800_000_020), at(1_800_000_030))
-    assert (await store.retrieve_command("CMD")).created == at(1_800_000_020)
-    clock.now += 10
-    await store.disable(D1.request())
-    [record] = await store.query_enrollments(EnrollmentFilter(), 10)
-    assert (record.created, record.updated, record.last_seen) == (
-        at(1_800_000_000), at(1_800_000_040), at(1_800_000_040)
-    )

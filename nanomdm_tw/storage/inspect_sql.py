@@ -10,7 +10,6 @@ NanoMDM's offset) over an index, so its cost does not grow with the tables.
 """
 
 import datetime
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred

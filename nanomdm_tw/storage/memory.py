@@ -304,7 +304,7 @@ class MemoryStorage(MemoryInspection):
             self._clear(enrollment_id)
 
     def _clear(self, enrollment_id: str) -> None:
-        """One enrollment's unanswered (or NotNow) entries made inactive, or dropped with delete."""
+        """One enrollment's unanswered (or NotNow) entries made inactive (dropped with delete)."""
         queue = self._queues.get(enrollment_id, {})
         if self._delete:
             self._unqueue(enrollment_id, list(queue))

@@ -150,6 +150,10 @@ class MySQLStorage(NetworkedStorage):
     def missing_schema(txn) -> list[str]:
         return missing_schema(txn)
 
+    @staticmethod
+    def expected_schema(version: int) -> list[str]:
+        return expected_schema(version)
+
     is_connection_error = staticmethod(is_connection_error)
 
 
@@ -163,10 +167,15 @@ _NOT_COLUMNS = {"PRIMARY", "FOREIGN", "CHECK", "INDEX", "UNIQUE", "CONSTRAINT", 
                 "REFERENCES", "ON", "SELECT", "FROM", "ORDER", "INNER", "LEFT"}
 
 
-def expected_schema() -> list[str]:
-    """Every table, view, column and named index our schema files create, as report words."""
+def expected_schema(version: int | None = None) -> list[str]:
+    """
+    Every table, view, column and named index our schema files create, as report
+    words; ``version``: that file's only.
+    """
     expected = []
-    for _, statements in schema_files("mysql"):
+    for number, statements in schema_files("mysql"):
+        if version is not None and number != version:
+            continue
         for statement in statements:
             created = _CREATE.match(statement)
             altered = _ALTER.match(statement)

@@ -260,6 +260,8 @@ class NetworkedStorage(SQLStorage):
 
     # The schema: reported by these, created by the schema command.
     missing_schema: Callable[[Transaction], list[str]]
+    # What one schema file creates, in the words missing_schema reports.
+    expected_schema: Callable[[int], list[str]]
     # Names every column of the connected database as "table.column".
     columns_query: str
 
@@ -287,13 +289,21 @@ class NetworkedStorage(SQLStorage):
         self._start_last_seen()
 
     def _schema_version(self, txn: Transaction) -> int:
-        """The latest version when nothing is missing; else 2 with our seq column, 1 without."""
-        present = self.present_columns(txn)
-        if not present:
+        """
+        The newest version whose schema file, and every one before, is all there.
+
+        A database NanoMDM created counts as version 1 (its tables are our first
+        file's); an empty one as 0.
+        """
+        if not self.present_columns(txn):
             return 0
-        if not self.missing_schema(txn):
-            return schema_files(self.dialect.name)[-1][0]
-        return 2 if "enrollment_queue.seq" in present else 1
+        missing = set(self.missing_schema(txn))
+        version = 1
+        for number, _ in schema_files(self.dialect.name):
+            if missing.intersection(self.expected_schema(number)):
+                break
+            version = number
+        return version
 
     def _set_schema_version(self, txn: Transaction, version: int) -> None:
         """Nothing to record: the version is read off the tables."""

@@ -158,6 +158,10 @@ class PgSQLStorage(NetworkedStorage):
     def missing_schema(txn) -> list[str]:
         return missing_schema(txn)
 
+    @staticmethod
+    def expected_schema(version: int) -> list[str]:
+        return expected_schema(version)
+
     is_connection_error = staticmethod(is_connection_error)
 
 
@@ -174,10 +178,15 @@ _NOT_COLUMNS = {"PRIMARY", "FOREIGN", "CHECK", "UNIQUE", "CONSTRAINT", "REFERENC
                 "SUBSTRING"}
 
 
-def expected_schema() -> list[str]:
-    """Every table, view, column, index and trigger our schema files create, as report words."""
+def expected_schema(version: int | None = None) -> list[str]:
+    """
+    Every table, view, column, index and trigger our schema files create, as report
+    words; ``version``: that file's only.
+    """
     expected = []
-    for _, statements in schema_files(PGSQL.name):
+    for number, statements in schema_files(PGSQL.name):
+        if version is not None and number != version:
+            continue
         for statement in statements:
             if match := _CREATE_TABLE.match(statement):
                 table = match.group(1)

@@ -394,7 +394,7 @@ class SQLStorage(SQLInspection, SQLBase):
         self._clear_queues(txn, self._channel_ids(txn, enroll_id))
 
     def _clear_queues(self, txn, ids: list[str]) -> None:
-        """These enrollments' unanswered (or NotNow) entries made inactive, or dropped with delete."""
+        """Unanswered (or NotNow) entries of these enrollments made inactive, or deleted."""
         of_ids = f"id IN ({marks(len(ids))})"
         if not self._delete:
             # As NanoMDM: unanswered (or NotNow) commands become inactive, kept as history.
