@@ -16,7 +16,8 @@ from zope.interface import implementer
 
 from nanomdm_tw.metrics.processes import exposition
 from nanomdm_tw.metrics.queuedepth import QueueDepthSampler, queue_depth_sampler
-from nanomdm_tw.settings import StorageSpec
+from nanomdm_tw.server import NanoMDMService
+from nanomdm_tw.settings import Settings, StorageSpec
 from nanomdm_tw.storage.inspection import IInspectionStore
 from nanomdm_tw.tools.sim import DEFAULT_TOPIC, SimulatedDevice, enqueue, make_command
 from nanomdm_tw.tools.sim import make_identity
@@ -104,6 +105,10 @@ async def test_counters_move_with_real_traffic(
         await answer.content()
         answer = await client.get(url + "/v1/push/" + device.id, auth=("nanomdm", "wrong"))
         assert answer.code == 401
+        for path in ("/v1/enrollments/", "/v1/queue/"):
+            answer = await client.get(url + path + device.id, auth=server.api_auth())
+            assert answer.code == 200
+            await answer.content()
 
         async def delivered():
             after = await scrape(client, url)
@@ -132,6 +137,8 @@ async def test_counters_move_with_real_traffic(
     assert moved(requests, "/v1/enqueue") == 1
     assert moved(requests, "/v1/pushcert") == 1
     assert moved(requests, "/v1/push", status="500") == 1
+    assert moved(requests, "/v1/enrollments") == 1  # /v1/enrollments/<id>
+    assert moved(requests, "/v1/queue") == 1
     assert moved("nanomdm_http_request_duration_seconds_count", endpoint="/mdm") == 4
     assert moved("nanomdm_http_request_duration_seconds_bucket", endpoint="/mdm", le="+Inf") == 4
     assert moved("nanomdm_pushes_total", result="success") == 1  # the enqueue's
@@ -304,3 +311,37 @@ async def test_readyz_follows_the_database(
         finally:
             mariadb.resume()
         await eventually(ready, "ready again after the freeze")
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_listener_answers_before_the_database_is_up(
+    tmp_path: Path, mariadb: PrivateServer, http  # noqa: F811 (fixture)
+) -> None:
+    database = ThrowawayDatabase(server_dsn=mariadb.dsn)
+    await threads.deferToThread(mariadb.stop)
+    service = NanoMDMService(
+        Settings(
+            listen="tcp:0:interface=127.0.0.1",
+            metrics_listen="tcp:0:interface=127.0.0.1",
+            dev=True,
+            data_dir_override=str(tmp_path / "data"),
+            storage=StorageSpec("mysql", database.dsn + "?timeout=1s", ""),
+        ),
+        reactor,
+    )
+    service.startService()
+    try:
+
+        async def listening():
+            return service.metrics_port is not None
+
+        await eventually(listening, "the metrics listener")
+        url = f"http://127.0.0.1:{service.metrics_port.getHost().port}"
+        assert await get(http, url + "/healthz") == (200, b"ok\n")
+        assert await get(http, url + "/readyz") == (503, b"starting: storage not open yet\n")
+        assert not service.ready.called  # still trying to reach the database
+        await threads.deferToThread(mariadb.start)
+        await service.ready
+        assert await get(http, url + "/readyz") == (200, b"ok\n")
+    finally:
+        await service.stopService()

@@ -3,10 +3,11 @@ The server's Prometheus metrics, served at ``/metrics``.
 
 ``nanomdm_http_requests_total{endpoint, message_type, status}``
     Requests answered through async_render.  ``endpoint`` is the resource
-    family (``/mdm``, ``/checkin``, ``/v1/enqueue``), never a path with
-    IDs; ``message_type`` is the check-in's MessageType, ``report:<Status>``
-    for a command report, empty elsewhere; ``status`` the HTTP status, or
-    ``disconnected`` when the client left first.
+    family (``/mdm``, ``/checkin``, ``/v1/enqueue``, ``/v1/enrollments``):
+    the static part of the path, never an ID; ``message_type`` is the
+    check-in's MessageType, ``report:<Status>`` for a command report, empty
+    elsewhere; ``status`` the HTTP status, or ``disconnected`` when the
+    client left first.
 ``nanomdm_http_request_duration_seconds{endpoint}``
     Their latency.
 ``nanomdm_pushes_total{result}``
@@ -31,10 +32,20 @@ from collections.abc import Iterable
 # Seconds; MDM answers from memory take a millisecond, a slow database several.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-# Distinct endpoint values kept; past that (a resource keeping IDs in its
-# path, which none should), the request counts under OTHER_ENDPOINT.
-MAX_ENDPOINTS = 64
-OTHER_ENDPOINT = "other"
+
+def resource_family(root, prepath: tuple[bytes, ...]) -> tuple[str, bool]:
+    """
+    (endpoint label, whether it is the whole path) for a request that reached
+    ``prepath``: the part of it that names static children in the resource tree
+    (``putChild``), so ``/v1/enrollments/<id>`` counts as ``/v1/enrollments``.
+    """
+    resource, names = root, []
+    for segment in prepath:
+        resource = resource.getStaticEntity(segment)
+        if resource is None:
+            break
+        names.append(segment.decode("utf-8", "replace"))
+    return "/" + "/".join(names), len(names) == len(prepath)
 
 
 class ServerMetrics:
@@ -93,38 +104,26 @@ class ServerMetrics:
         # (prepath, message_type, status) -> (counter, histogram) children: a
         # request costs one dict lookup, not prometheus_client's labels().
         self._request_series: dict[tuple, tuple] = {}
-        self._endpoints: dict[tuple[bytes, ...], str] = {}
 
     def request_answered(self, request, status: int | str, seconds: float) -> None:
         """Count one answered request; called once per request, by async_render."""
-        prepath = tuple(request.prepath)
-        message_type = request.nanomdm_context.get("message_type", "")
-        key = (prepath, message_type, status)
+        key = (tuple(request.prepath), request.nanomdm_context.get("message_type", ""), status)
         series = self._request_series.get(key)
         if series is None:
-            series = self._new_request_series(key)
+            series = self._new_request_series(request.site.resource, key)
         series[0].inc()
         series[1].observe(seconds)
 
-    def _new_request_series(self, key: tuple) -> tuple:
+    def _new_request_series(self, root, key: tuple) -> tuple:
         prepath, message_type, status = key
-        endpoint = self._endpoint(prepath)
+        endpoint, whole = resource_family(root, prepath)
         series = (
             self.requests.labels(endpoint, message_type, str(status)),
             self.latency.labels(endpoint),
         )
-        if endpoint != OTHER_ENDPOINT:
+        if whole:  # a path of the static tree: bounded, worth keeping
             self._request_series[key] = series
         return series
-
-    def _endpoint(self, prepath: tuple[bytes, ...]) -> str:
-        endpoint = self._endpoints.get(prepath)
-        if endpoint is None:
-            if len(self._endpoints) >= MAX_ENDPOINTS:
-                return OTHER_ENDPOINT
-            endpoint = "/" + "/".join(p.decode("utf-8", "replace") for p in prepath)
-            self._endpoints[prepath] = endpoint
-        return endpoint
 
     def pushed(self, results: Iterable[str]) -> None:
         """Count one push call's results, as push/service.py labels them."""

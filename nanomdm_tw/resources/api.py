@@ -134,6 +134,10 @@ class APIGuard(Resource):
             return not_allowed(request, allowed)
         return self._protected.render(request)
 
+    def getStaticEntity(self, name: bytes) -> IResource | None:
+        """The protected tree's static child, naming metrics' endpoints; never served."""
+        return self._protected.getStaticEntity(name)
+
 
 def is_json_fanout(request: Request) -> bool:
     """``POST`` with no IDs in the path: the IDs (and command) are in a JSON body."""

@@ -11,7 +11,7 @@ of a failure go to the log, not to the unauthenticated answer.
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -106,8 +106,13 @@ class ReadinessResource(Resource):
             self._waiting.append(waiter)
             return waiter
         self._waiting = [waiter]
-        ensureDeferred(storage.ping()).addBoth(self._pinged)  # may fire at once
+        Deferred.fromCoroutine(self._ping(storage)).addBoth(self._pinged)  # may fire at once
         return waiter
+
+    @staticmethod
+    async def _ping(storage: IStorage) -> None:
+        """Even an error raised before ping() returns arrives as a failure."""
+        await storage.ping()
 
     def _pinged(self, result: object) -> None:
         waiting, self._waiting = self._waiting, None
