@@ -75,7 +75,13 @@ class Directory(Resource):
 
 
 class MDMServerRequest(LimitedRequest):
-    """Our request: a body limit, and a plain 405 for a method the resource lacks."""
+    """
+    Our request: a body limit, a plain 405 for a method the resource lacks,
+    and no Content-Type where the answer sets none (an empty 200 to a
+    check-in), as Go's server; twisted.web's default is text/html.
+    """
+
+    defaultContentType = None
 
     def render(self, resrc) -> None:
         allowed = methods_for(resrc, self)
