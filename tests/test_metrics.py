@@ -89,7 +89,9 @@ async def test_counters_move_with_real_traffic(
         client, url = server.http, server.url
         before = await scrape(client, url)
         cert, key = issue_push_cert(ca, DEFAULT_TOPIC)
-        answer = await client.put(url + "/v1/pushcert", data=cert + key, auth=server.api_auth())
+        answer = await client.put(
+            url + "/v1/pushcert", data=cert + key, auth=server.api_auth()
+        )
         assert answer.code == 200
         device = SimulatedDevice.create(url, make_identity(server.ca), http=client)
         await device.enroll()
@@ -140,7 +142,9 @@ async def test_counters_move_with_real_traffic(
     assert moved(requests, "/v1/enrollments") == 1  # /v1/enrollments/<id>
     assert moved(requests, "/v1/queue") == 1
     assert moved("nanomdm_http_request_duration_seconds_count", endpoint="/mdm") == 4
-    assert moved("nanomdm_http_request_duration_seconds_bucket", endpoint="/mdm", le="+Inf") == 4
+    assert (
+        moved("nanomdm_http_request_duration_seconds_bucket", endpoint="/mdm", le="+Inf") == 4
+    )
     assert moved("nanomdm_pushes_total", result="success") == 1  # the enqueue's
     assert moved("nanomdm_pushes_total", result="no_push_info") == 1
     assert moved("nanomdm_pushes_total") == 2
@@ -219,7 +223,9 @@ async def test_queue_depth_is_sampled(tmp_path: Path) -> None:
         sampler.startService()  # samples at once, then every 60 s of its clock
         try:
             assert queue_depth() == 0
-            device = SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+            device = SimulatedDevice.create(
+                server.url, make_identity(server.ca), http=server.http
+            )
             await device.enroll()
             for uuid in ("CMD-1", "CMD-2"):
                 await enqueue(server.http, server.url, server.api_key, [device.id],

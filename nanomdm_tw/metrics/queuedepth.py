@@ -34,7 +34,9 @@ class QueueDepthSampler(TimerService):
     def _sample(self):
         sampled = ensureDeferred(self._count())
         # An error escaping the step would stop the TimerService for good.
-        sampled.addErrback(lambda failure: self._log.failure("sampling the queue depth", failure))
+        sampled.addErrback(
+            lambda failure: self._log.failure("sampling the queue depth", failure)
+        )
         return sampled
 
 
