@@ -251,7 +251,7 @@ async def test_our_list(tmp_path: Path, storage_spec) -> None:  # noqa: F811
     [("offset=0", "offset is not supported"), ("limit=0", "limit"), ("limit=1001", "limit"),
      ("enabled=yes", "enabled"), ("serial=X", "unknown query parameter"),
      ("topic=a&topic=b", "more than once"), ("include_device_cert=yes", "include_device_cert"),
-     ("cursor=%00", "invalid cursor")],
+     ("cursor=%00", "NUL character")],
 )  # fmt: skip
 @pytest_twisted.ensureDeferred
 async def test_bad_list_parameters_are_400(tmp_path: Path, params, message) -> None:

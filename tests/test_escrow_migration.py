@@ -119,7 +119,7 @@ async def test_escrow_key_unlock_bad_requests(tmp_path: Path) -> None:
         for form, code in [
             ({k: v for k, v in FORM.items() if k != "escrowKey"}, 400),
             ({k: v for k, v in FORM.items() if k != "topic"}, 400),
-            (FORM, 500),  # no push certificate stored for the topic
+            (FORM, 404),  # no push certificate stored for the topic
         ]:
             answer = await server.http.post(
                 server.url + "/v1/escrowkeyunlock", data=urlencode(form).encode(),

@@ -18,13 +18,20 @@ from .serving import serve
         ("GET", "/mdm", "POST, PUT"),
         ("DELETE", "/mdm", "POST, PUT"),
         ("PUT", "/version", "GET, HEAD"),
+        # The JSON-body fan-outs' own paths, without IDs.
+        ("PUT", "/v1/enqueue", "POST"),
+        ("GET", "/v1/push", "POST"),
+        ("PUT", "/v1/push", "POST"),
+        # Behind the API guard, which itself takes any method.
+        ("GET", "/migration", "POST, PUT"),
+        ("TRACE", "/migration", "POST, PUT"),
     ],
 )
 @pytest_twisted.ensureDeferred
 async def test_unserved_method_is_405_with_allow(
     tmp_path: Path, method: str, path: str, allow: str
 ) -> None:
-    async with serve(tmp_path) as server:
+    async with serve(tmp_path, migration=True) as server:
         answer = await server.http.request(
             method, server.url + path, auth=server.api_auth(), data=b"x"
         )

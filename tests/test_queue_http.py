@@ -200,6 +200,9 @@ async def test_remove_one_command(tmp_path: Path, storage_spec) -> None:  # noqa
         assert (
             await call(server, "DELETE", f"/v1/queue/{a.id}?command_uuid=C3&command_uuid=C2")
         )[0] == 400
+        # A misspelt parameter is refused, not taken for a whole-queue clear.
+        code, document = await call(server, "DELETE", f"/v1/queue/{a.id}?command_uid=C3")
+        assert code == 400 and "command_uid" in document["error"]
         _, document = await call(server, "GET", f"/v1/queue/{a.id}")
         assert uuids(document) == ["C3"]
         _, document = await call(server, "GET", f"/v1/queue/{b.id}")

@@ -299,7 +299,19 @@ class Command:
 
 
 def decode_command(raw: bytes) -> Command:
-    """Decode a raw command plist; it must have CommandUUID and Command.RequestType."""
+    """
+    Decode a raw command plist; it must have CommandUUID and Command.RequestType.
+
+    It must be UTF-8 text without NUL, so XML: NanoMDM's MySQL and PostgreSQL
+    tables keep commands in text columns, which refuse anything else (a 500
+    there, a command stored elsewhere: one answer on every backend instead).
+    """
+    try:
+        text_ok = "\x00" not in raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text_ok = False
+    if not text_ok:
+        raise MessageError("command: send the plist as XML in UTF-8 (commands are kept as text)")
     values = _load_dict(raw, "command")
     f = _Fields(values, "command")
     command_uuid = f.string("CommandUUID", required=True)

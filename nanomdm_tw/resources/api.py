@@ -23,12 +23,14 @@ from ..errors import MessageError
 from ..mdm.messages import decode_command
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
+from .clienttext import checked_text
 from .commands import CommandsResource
 from .enrollments import EnrollmentsResource
 from .fanout import enqueue_request, push_request
-from .jsonio import json_body, rfc3339
+from .jsonio import json_body, json_error, rfc3339
 from .mdm import url_params
-from .methods import Directory
+from .methods import Directory, allowed_methods, methods_for, not_allowed
+from .openapi import OpenAPIResource
 from .paths import enrollment_ids
 from .queue import QueueResource
 from .render import async_render
@@ -126,6 +128,10 @@ class APIGuard(Resource):
     def render(self, request: Request) -> bytes:
         if not self._authorized(request):
             return UnauthorizedResource().render(request)
+        # The request's own 405 check saw this guard, which takes any method.
+        allowed = methods_for(self._protected, request)
+        if allowed is not None and request.method not in allowed:
+            return not_allowed(request, allowed)
         return self._protected.render(request)
 
     def getStaticEntity(self, name: bytes) -> IResource | None:
@@ -136,6 +142,14 @@ class APIGuard(Resource):
 def is_json_fanout(request: Request) -> bool:
     """``POST`` with no IDs in the path: the IDs (and command) are in a JSON body."""
     return request.method == b"POST" and not any(request.postpath)
+
+
+def fanout_methods(resource: Resource, request: Request) -> tuple[bytes, ...] | None:
+    """
+    ``/v1/enqueue`` or ``/v1/push`` itself (no slash): only the JSON-body POST
+    lives there; ``/v1/enqueue/`` stays NanoMDM's path form without IDs (400).
+    """
+    return (b"POST",) if not request.postpath else allowed_methods(type(resource))
 
 
 class EnqueueResource(Resource):
@@ -150,6 +164,8 @@ class EnqueueResource(Resource):
         super().__init__()
         self._enqueuer = enqueuer
         self._pusher = pusher
+
+    allowed_methods_for = fanout_methods
 
     @async_render
     async def render_PUT(self, request: Request) -> bytes:
@@ -192,6 +208,8 @@ class PushResource(Resource):
     def __init__(self, pusher: Pusher):
         super().__init__()
         self._pusher = pusher
+
+    allowed_methods_for = fanout_methods
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
@@ -258,15 +276,16 @@ class PushCertResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        topic = url_params(request).get("topic", "")
-        if not topic:
-            return json_body(
-                request, {"error": "missing required query parameter: topic"}, 400
-            )
+        try:
+            topic = checked_text(url_params(request).get("topic", ""), "query parameter topic")
+            if not topic:
+                raise MessageError("missing required query parameter: topic")
+        except MessageError as e:
+            return json_error(request, e)
         stored = await self._store.retrieve_push_cert(topic)
         if stored is None:
-            # NanoMDM answers a storage error (no row) with 500.
-            return json_body(request, {"error": f"no push certificate for {topic}"}, 500)
+            # NanoMDM answers 500 (its storage error); an unknown topic is the client's mistake.
+            return json_body(request, {"error": f"no push certificate for {topic}"}, 404)
         push_cert = parse_push_certificate(stored.cert_pem + stored.key_pem)
         return json_body(
             request, {"topic": topic, "not_after": rfc3339(push_cert.not_after)}
@@ -294,6 +313,7 @@ def build_api(
     v1.putChild(b"queue", QueueResource(storage, storage))
     v1.putChild(b"commands", CommandsResource(storage))
     v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
+    v1.putChild(b"openapi.yaml", OpenAPIResource())
     if pusher is not None:
         v1.putChild(b"push", PushResource(pusher))
     return APIGuard(api_key, v1)

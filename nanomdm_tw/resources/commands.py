@@ -59,8 +59,8 @@ class CommandsResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        command_uuid = path_text(request.postpath)
         try:
+            command_uuid = path_text(request.postpath)
             if not command_uuid:
                 raise MessageError("missing command UUID in the URL path")
             args = QueryArgs.of(request)

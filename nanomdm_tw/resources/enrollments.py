@@ -183,9 +183,9 @@ class EnrollmentResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        enrollment_id = path_text([request.prepath[-1], *request.postpath])
-        request.nanomdm_context["enrollment_id"] = enrollment_id
         try:
+            enrollment_id = path_text([request.prepath[-1], *request.postpath])
+            request.nanomdm_context["enrollment_id"] = enrollment_id
             args = QueryArgs.of(request)
             args.refuse_unknown(OPTIONS)
             options = {name: args.flag(name) for name in OPTIONS}

@@ -19,6 +19,7 @@ from ..settings import APPLE_ESCROW_KEY_UNLOCK_URL
 from ..storage.interfaces import IPushCertStore
 from .api import json_body
 from .body import read_body
+from .clienttext import checked_text
 from .render import async_render
 
 
@@ -37,6 +38,8 @@ def split_parameters(body: bytes) -> tuple[str, dict[str, str], dict[str, str]]:
         }
     except UnicodeDecodeError:
         raise MessageError("form is not UTF-8")
+    for name, value in values.items():
+        checked_text(value, f"form field {name}")
     if any(not values.get(name) for name in REQUIRED_FIELDS):
         raise MessageError("invalid or missing parameters")
     topic = values.get("topic", "")
@@ -71,7 +74,7 @@ class EscrowKeyUnlockResource(Resource):
             return json_body(request, {"error": str(e)}, e.status)
         push_cert = await self._store.retrieve_push_cert(topic)
         if push_cert is None:
-            return json_body(request, {"error": f"no push certificate for {topic}"}, 500)
+            return json_body(request, {"error": f"no push certificate for {topic}"}, 404)
         policy = ClientCertificatePolicy(
             push_cert.cert_pem, push_cert.key_pem, self._extra_ca_pem
         )

@@ -10,6 +10,7 @@ import base64
 import binascii
 
 from ..errors import MessageError
+from .clienttext import checked_text
 from .jsonio import decode_json, optional_object
 
 MAX_FANOUT_IDS = 100_000
@@ -25,6 +26,9 @@ def fanout_ids(document: dict, what: str) -> list[str]:
         )
     if not all(isinstance(i, str) and i for i in ids):
         raise MessageError(f'{what}: every entry of "ids" must be a non-empty string')
+    entry = f'{what}: an entry of "ids"'
+    for i in ids:
+        checked_text(i, entry)
     return ids
 
 

@@ -13,6 +13,7 @@ import json
 from twisted.web.server import Request
 
 from ..errors import MessageError
+from .clienttext import checked_text
 
 # Go's zero time.Time, which NanoMDM answers when it has no time.
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -53,7 +54,7 @@ def string_list(value: object, name: str, what: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise MessageError(f"{what}: {name} must be an array of strings")
-    return tuple(value)
+    return tuple(checked_text(v, f"{what}: {name}") for v in value)
 
 
 def optional_bool(value: object, name: str, what: str) -> bool | None:

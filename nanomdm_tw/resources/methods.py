@@ -37,6 +37,24 @@ def allowed_methods(resource_type: type) -> tuple[bytes, ...] | None:
     return tuple(sorted(methods))
 
 
+def methods_for(resrc, request) -> tuple[bytes, ...] | None:
+    """
+    The methods ``resrc`` serves at this request's path: its class's, unless
+    it narrows them with ``allowed_methods_for(request)`` (one resource
+    behind two paths, such as ``/v1/enqueue`` and ``/v1/enqueue/{ids}``).
+    """
+    narrow = getattr(resrc, "allowed_methods_for", None)
+    return narrow(request) if narrow is not None else allowed_methods(type(resrc))
+
+
+def not_allowed(request, allowed: tuple[bytes, ...]) -> bytes:
+    """Go's 405 answer, naming the ``allowed`` methods; the body to write."""
+    request.setResponseCode(405)
+    request.setHeader(b"allow", b", ".join(allowed))
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return NOT_ALLOWED_BODY
+
+
 class NotFound(Resource):
     isLeaf = True
 
@@ -57,18 +75,22 @@ class Directory(Resource):
 
 
 class MDMServerRequest(LimitedRequest):
-    """Our request: a body limit, and a plain 405 for a method the resource lacks."""
+    """
+    Our request: a body limit, a plain 405 for a method the resource lacks,
+    and no Content-Type where the answer sets none (an empty 200 to a
+    check-in), as Go's server; twisted.web's default is text/html.
+    """
+
+    defaultContentType = None
 
     def render(self, resrc) -> None:
-        allowed = allowed_methods(type(resrc))
+        allowed = methods_for(resrc, self)
         if allowed is None or self.method in allowed:
             super().render(resrc)
             return
-        self.setResponseCode(405)
-        self.setHeader(b"allow", b", ".join(allowed))
-        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        self.setHeader(b"content-length", b"%d" % len(NOT_ALLOWED_BODY))
-        self.write(NOT_ALLOWED_BODY)
+        body = not_allowed(self, allowed)
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
         self.finish()
         _log.info(
             "{method} {path} 405 method not allowed enrollment_id=- trace_id={trace_id}",

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 from twisted.web.server import Request
 
 from ..errors import MessageError
+from .clienttext import checked_text
 
 DEFAULT_LIMIT = 100  # NanoMDM's defaultEnrollmentsLimit
 MAX_LIMIT = 1000
@@ -41,6 +42,9 @@ class QueryArgs:
 
     def __init__(self, query: str):
         self._values = parse_qs(query, keep_blank_values=True)
+        for name, values in self._values.items():
+            for value in (name, *values):
+                checked_text(value, "the URL query")
 
     @classmethod
     def of(cls, request: Request) -> "QueryArgs":

@@ -11,11 +11,12 @@ from urllib.parse import unquote
 from twisted.web.server import Request
 
 from ..errors import MessageError
+from .clienttext import checked_text
 
 
 def path_text(segments: list[bytes]) -> str:
     """The rest of the URL path, percent-decoded."""
-    return unquote(b"/".join(segments).decode("utf-8", "replace"))
+    return checked_text(unquote(b"/".join(segments).decode("utf-8", "replace")), "the URL path")
 
 
 def enrollment_ids(request: Request) -> list[str]:

@@ -56,9 +56,9 @@ class QueueResource(Resource):
 
     @async_render
     async def render_GET(self, request: Request) -> bytes:
-        enrollment_id = path_text(request.postpath)
-        request.nanomdm_context["enrollment_id"] = enrollment_id or "-"
         try:
+            enrollment_id = path_text(request.postpath)
+            request.nanomdm_context["enrollment_id"] = enrollment_id or "-"
             if not enrollment_id:
                 raise MessageError("missing enrollment id")
             args = QueryArgs.of(request)
@@ -83,7 +83,10 @@ class QueueResource(Resource):
     @async_render
     async def render_DELETE(self, request: Request) -> bytes:
         try:
-            command_uuid = QueryArgs.of(request).one("command_uuid")
+            args = QueryArgs.of(request)
+            # A misspelt command_uuid must not clear the whole queue.
+            args.refuse_unknown(("command_uuid",))
+            command_uuid = args.one("command_uuid")
             if command_uuid is not None:
                 return await self._remove(request, command_uuid)
             ids = [i.strip() for i in path_text(request.postpath).split(",")]
