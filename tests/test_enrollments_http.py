@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from nanomdm_tw.resources.enrollments import MAX_FILTER_VALUES
 from nanomdm_tw.resources.pagination import encode_cursor
 
 from .inspection_client import call, device, storage_spec  # noqa: F401 (fixture)
@@ -119,6 +120,26 @@ async def test_nanomdm_filters(tmp_path: Path, storage_spec) -> None:  # noqa: F
         for given, expected in cases:
             code, document = await query(server, {"filter": given, "unknown_key": 1})
             assert (code, ids(document)) == (200, expected), given
+
+
+@pytest_twisted.ensureDeferred
+async def test_filters_of_the_most_values_one_query_takes(
+    tmp_path: Path, storage_spec  # noqa: F811
+) -> None:
+    """10,000 values is one statement on every database; more is the client's to split."""
+    async with serve(tmp_path, storage_spec) as server:
+        a, user, b = await fleet(server)
+        many = [f"NOBODY-{n}" for n in range(MAX_FILTER_VALUES - 2)] + [a.id, b.id]
+        code, document = await query(server, {"filter": {"ids": many}})
+        assert (code, ids(document)) == (200, sorted([a.id, b.id]))
+        code, document = await query(
+            server, {"filter": {"ids": many, "types": ["Device"]}}
+        )
+        assert code == 400 and "at most 10000" in document["error"]
+        code, document = await call(
+            server, "GET", "/v1/enrollments?" + "&".join(f"id=x{n}" for n in range(10_001))
+        )
+        assert code == 400 and "split it" in document["error"]
 
 
 @pytest_twisted.ensureDeferred

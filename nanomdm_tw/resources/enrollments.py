@@ -31,6 +31,9 @@ from .render import async_render
 QUERY = "enrollments query"
 # What storage adds to a listing on request, by the names storage and clients use.
 OPTIONS = ("include_device_cert", "include_unlock_token")
+# Values in one query's filter lists: each is a bound parameter of one statement,
+# and databases cap those (SQLite at 32,766).
+MAX_FILTER_VALUES = 10_000
 _LIST_PARAMETERS = (
     "id", "type", "enabled", "serial_number", "topic", "user_id", "device_id",
     "user_short_name", "limit", "cursor", "offset", *OPTIONS,
@@ -135,6 +138,16 @@ class EnrollmentsResource(Resource):
         options: dict[str, bool],
         nanomdm: bool,
     ) -> bytes:
+        values = sum(
+            len(listed)
+            for listed in (query_filter.ids, query_filter.serials,
+                           query_filter.user_short_names, query_filter.types)
+        )  # fmt: skip
+        if values > MAX_FILTER_VALUES:
+            raise MessageError(
+                f"the filter lists {values} values; at most {MAX_FILTER_VALUES} in one "
+                "query: split it into several"
+            )
         page = parse_page(args, ENROLLMENTS, nanomdm=nanomdm)
         records = await self._store.query_enrollments(
             query_filter,
