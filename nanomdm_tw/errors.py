@@ -31,3 +31,18 @@ class AuthenticationError(HTTPStatusError):
     """
 
     status = 403
+
+
+class StorageBusy(HTTPStatusError):
+    """
+    The database did not take the work in time, or too much is waiting for it.
+
+    503 with Retry-After: a device tries again later (never 401: it would
+    unenroll), an API client sees the same status and can retry too.
+    """
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -112,7 +112,14 @@ def build_root(
         if settings.auth_proxy_url and integrations is not None:
             root.putChild(
                 b"authproxy",
-                AuthProxyResource(settings.auth_proxy_url, identity, storage, integrations.agent),
+                AuthProxyResource(
+                    settings.auth_proxy_url,
+                    identity,
+                    storage,
+                    integrations.agent,
+                    settings.http_timeout,
+                    integrations.clock,
+                ),
             )
         if settings.checkin:
             root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.REPORTS))
@@ -121,7 +128,11 @@ def build_root(
             root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.BOTH))
     if api_key:
         escrow = EscrowKeyUnlockResource(
-            storage, reactor, settings.escrow_key_unlock_url, settings.apns_ca_pem()
+            storage,
+            reactor,
+            settings.escrow_key_unlock_url,
+            settings.apns_ca_pem(),
+            settings.http_timeout,
         )
         root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs))
         if settings.migration:
@@ -211,7 +222,16 @@ class NanoMDMService(Service):
             # Before storage opens: /healthz answers, /readyz says why not yet.
             self.metrics_port = await self._listen_for_metrics(observing)
         specs = (settings.storage, *settings.extra_storages)
-        stores = [make_storage(spec.name, spec.dsn, spec.options) for spec in specs]
+        stores = [
+            make_storage(
+                spec.name,
+                spec.dsn,
+                spec.options,
+                timeout=settings.storage_timeout,
+                max_waiting=settings.storage_max_waiting,
+            )
+            for spec in specs
+        ]
         storage = stores[0] if len(stores) == 1 else MultiStorage(stores, self._reactor)
         await self._open_storage(storage)
         self.storage = storage
@@ -227,6 +247,7 @@ class NanoMDMService(Service):
             base_url=settings.apns_url,
             extra_ca_pem=settings.apns_ca_pem(),
             expiration=settings.push_expiration,
+            timeout=settings.apns_timeout,
         )
         self.integrations = Integrations(
             settings, storage, self._reactor, self.get_token_registry

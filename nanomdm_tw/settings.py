@@ -17,6 +17,18 @@ from .resources.body import DEFAULT_MAX_BODY_SIZE
 APPLE_ESCROW_KEY_UNLOCK_URL = (
     "https://deviceservices-external.apple.com/deviceservicesworkers/escrowKeyUnlock"
 )
+DEFAULT_HTTP_TIMEOUT = 30.0
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
+DEFAULT_APNS_TIMEOUT = 10.0
+DEFAULT_STORAGE_TIMEOUT = 30.0
+DEFAULT_STORAGE_MAX_WAITING = 1000
+# The flags that are durations, by Settings field.
+TIMEOUT_FLAGS = {
+    "http_timeout": "http-timeout",
+    "webhook_timeout": "webhook-timeout",
+    "apns_timeout": "apns-timeout",
+    "storage_timeout": "storage-timeout",
+}
 # An endpoint on a port the system picks, which cannot clash with another.
 ANY_PORT = re.compile(r"tcp6?:0(:|$)")
 
@@ -68,6 +80,16 @@ class Settings:
     dm_recv_hmac_key: str = ""
     auth_proxy_url: str = ""
     workers: int = 1  # server processes: tap.py turns auto and the default into a number
+    # Timeouts, in seconds: outbound HTTP (escrow key unlock, auth proxy, DM),
+    # the webhook POST, one push from call to answer (APNs connect included),
+    # and the database (statement, lock wait, and the wait for a connection).
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT
+    apns_timeout: float = DEFAULT_APNS_TIMEOUT
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT
+    # Database interactions that may wait for a pooled connection, per process
+    # and backend; more are answered 503 at once.
+    storage_max_waiting: int = DEFAULT_STORAGE_MAX_WAITING
 
     def check(self) -> None:
         """Raise SettingsError for settings that contradict each other or fail open."""
@@ -93,6 +115,11 @@ class Settings:
             raise SettingsError("--workers must be a positive whole number or auto")
         if self.max_body_size < 1:
             raise SettingsError("--max-body-size must be a positive whole number")
+        for name, flag in TIMEOUT_FLAGS.items():
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"--{flag} must be a duration longer than zero, e.g. 30s")
+        if self.storage_max_waiting < 1:
+            raise SettingsError("--storage-max-waiting must be a positive whole number")
         storages = (self.storage, *self.extra_storages)
         if self.workers > 1 and any(spec.name == "inmem" for spec in storages):
             raise SettingsError("--workers: processes cannot share inmem storage")

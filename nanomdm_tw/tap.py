@@ -18,7 +18,17 @@ from . import __version__
 from .duration import parse_duration
 from .resources.body import DEFAULT_MAX_BODY_SIZE
 from .server import NanoMDMService
-from .settings import Settings, SettingsError, StorageSpec
+from .settings import (
+    DEFAULT_APNS_TIMEOUT,
+    DEFAULT_HTTP_TIMEOUT,
+    DEFAULT_STORAGE_MAX_WAITING,
+    DEFAULT_STORAGE_TIMEOUT,
+    DEFAULT_WEBHOOK_TIMEOUT,
+    TIMEOUT_FLAGS,
+    Settings,
+    SettingsError,
+    StorageSpec,
+)
 from .storage import STORAGE_NAMES, parse_storage_options
 from .storage.imported import DEFAULT_FOLDERS
 from .workers import AUTO, default_workers, usable_cpus
@@ -77,6 +87,11 @@ class Options(usage.Options):
             " (not with inmem) [default: auto on mysql and pgsql, else 1]",
         ],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
+        ["http-timeout", None, None, f"how long to wait for Apple's escrow key service, the auth proxy target and the DM server, as a duration [default: {DEFAULT_HTTP_TIMEOUT:g}s]"],
+        ["webhook-timeout", None, None, f"how long to wait for the webhook receiver to answer one POST, as a duration [default: {DEFAULT_WEBHOOK_TIMEOUT:g}s]"],
+        ["apns-timeout", None, None, f"how long one push may take, connecting to APNs included, as a duration [default: {DEFAULT_APNS_TIMEOUT:g}s]"],
+        ["storage-timeout", None, None, f"longest database statement, lock wait or wait for a connection, as a duration; past it, 503 with Retry-After [default: {DEFAULT_STORAGE_TIMEOUT:g}s]"],
+        ["storage-max-waiting", None, None, f"requests that may wait for a database connection, per process; more are answered 503 with Retry-After [default: {DEFAULT_STORAGE_MAX_WAITING}]"],
     ]
     optFlags = [
         ["checkin", None, "enable separate HTTP endpoint for MDM check-ins"],
@@ -181,6 +196,13 @@ class Options(usage.Options):
             raise usage.UsageError(f"--push-expiration: {e}")
         storages = self._storage_specs()
         workers = self._workers(storages)
+        limits = {
+            name: self._duration(flag) for name, flag in TIMEOUT_FLAGS.items() if self[flag]
+        }
+        if self["storage-max-waiting"]:
+            limits["storage_max_waiting"] = self._positive_number(
+                "storage-max-waiting", self["storage-max-waiting"]
+            )
         settings = Settings(
             listen=endpoint_from_listen(self["listen"] or ":9000"),
             metrics_listen=(
@@ -213,6 +235,7 @@ class Options(usage.Options):
             apns_ca=self["apns-ca"] or "",
             push_expiration=push_expiration,
             workers=workers,
+            **limits,
         )
         try:
             settings.check()
@@ -226,6 +249,15 @@ class Options(usage.Options):
         if value.strip().lower() == AUTO:
             return self.cpus
         return self._positive_number("workers", value, " or auto")
+
+    def _duration(self, name: str) -> float:
+        try:
+            seconds = parse_duration(self[name])
+        except ValueError as e:
+            raise usage.UsageError(f"--{name}: {e}")
+        if seconds <= 0:
+            raise usage.UsageError(f"--{name} must be a duration longer than zero, e.g. 30s")
+        return seconds
 
     def _positive_number(self, name: str, value: str | int, alternative: str = "") -> int:
         try:

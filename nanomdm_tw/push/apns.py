@@ -126,7 +126,8 @@ class APNsClient:
     Pushes with one topic's push certificate over one reused connection.
 
     The connection is opened by the first push and again by the first push
-    after it was lost; ``timeout`` bounds each push from call to answer.
+    after it was lost; ``timeout`` bounds each push from call to answer, and
+    each TCP connect (a black-holed APNs address is given up on in time).
     ``extra_ca_pem`` replaces the platform's trust store (for a fake APNs in
     tests); ``expiration`` (seconds) is sent as ``apns-expiration``.
     """
@@ -167,7 +168,7 @@ class APNsClient:
             acceptableProtocols=[b"h2"],
         )
         self._endpoint = wrapClientTLS(
-            tls, HostnameEndpoint(reactor, url.hostname, url.port or 443)
+            tls, HostnameEndpoint(reactor, url.hostname, url.port or 443, timeout=timeout)
         )
         self._factory = Factory()
         self._factory.protocol = lambda: APNsConnection(self)

@@ -19,7 +19,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from ..crypto.pushcert import parse_push_certificate
-from ..errors import MessageError
+from ..errors import MessageError, StorageBusy
 from ..mdm.messages import decode_command
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
@@ -76,6 +76,8 @@ async def run_pusher(pusher: Pusher, ids: list[str]) -> tuple[dict[str, Any], st
     """The pusher's results per ID, or no results and why the whole push failed."""
     try:
         return await pusher(ids), None
+    except StorageBusy:
+        raise  # the whole request is answered 503, to be tried again
     except Exception as e:
         _log.failure("push to {count} enrollments failed", count=len(ids))
         return {}, str(e) or e.__class__.__name__
@@ -120,6 +122,7 @@ class APIGuard(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if not self._authorized(request):
             return UnauthorizedResource()
+        request.answers_json = True  # a busy database is told in JSON here (render.py)
         if self._protected.isLeaf:
             request.postpath.insert(0, request.prepath.pop())
             return self._protected
@@ -128,6 +131,7 @@ class APIGuard(Resource):
     def render(self, request: Request) -> bytes:
         if not self._authorized(request):
             return UnauthorizedResource().render(request)
+        request.answers_json = True
         # The request's own 405 check saw this guard, which takes any method.
         allowed = methods_for(self._protected, request)
         if allowed is not None and request.method not in allowed:

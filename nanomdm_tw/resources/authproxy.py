@@ -8,7 +8,8 @@ certificate's hash is looked up to find the enrollment (as cert auth
 stored it at Authenticate), and the request is reverse-proxied to the
 target URL + path with X-Enrollment-ID and X-Trace-ID set by us (copies
 sent by the client are removed first).  Unauthenticated requests get 400
-or 403, never 401; an unreachable target gets 502.
+or 403, never 401; an unreachable target gets 502, one that sends no
+response head within --http-timeout 504.
 
 Bodies stream: the request body goes up from twisted.web's buffer (a
 temporary file when large), and the target's answer comes down chunk by
@@ -28,8 +29,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ..crypto.identity import MDM_SIGNATURE_HEADER, DeviceIdentity, cert_hash
+from ..deadline import NoAnswerInTime, within
 from ..errors import HTTPStatusError, MessageError
 from ..logs import make_logger
+from ..settings import DEFAULT_HTTP_TIMEOUT
 from ..storage.interfaces import ICertAuthStore
 from .body import read_body
 from .render import async_render
@@ -99,13 +102,24 @@ class AuthProxyResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, target: str, identity: DeviceIdentity, store: ICertAuthStore, agent: IAgent
+        self,
+        target: str,
+        identity: DeviceIdentity,
+        store: ICertAuthStore,
+        agent: IAgent,
+        timeout: float = DEFAULT_HTTP_TIMEOUT,
+        clock=None,
     ):
+        """``timeout``: how long the target may take to send its response head."""
         super().__init__()
+        if clock is None:
+            from twisted.internet import reactor as clock
         self._target = target
         self._identity = identity
         self._store = store
         self._agent = agent
+        self._timeout = timeout
+        self._clock = clock
 
     def render(self, request: Request) -> object:
         return self._proxy(request)
@@ -121,8 +135,9 @@ class AuthProxyResource(Resource):
         headers = self._upstream_headers(request, enrollment_id, context["trace_id"])
         request.content.seek(0)
         body = FileBodyProducer(request.content) if _has_body(request) else None
+        attempt = self._agent.request(request.method, url, headers, body)
         try:
-            response = await self._agent.request(request.method, url, headers, body)
+            response = await within(attempt, self._timeout, self._clock)
         except CancelledError:
             raise
         except Exception as e:
@@ -134,6 +149,8 @@ class AuthProxyResource(Resource):
                 enrollment_id=enrollment_id,
                 trace_id=context["trace_id"],
             )
+            if isinstance(e, NoAnswerInTime):
+                raise HTTPStatusError("gateway timeout", 504)
             raise HTTPStatusError("bad gateway", 502)
         context["outcome"] = "proxied " + str(response.code)
         self._copy_response_head(request, response)

@@ -3,19 +3,23 @@
 
 The API client posts NanoMDM's form fields; Apple wants some of them in the
 URL query and the rest as a form body, over mutual TLS with the topic's push
-certificate.  Apple's status, headers and body are passed back unchanged.
+certificate.  Apple's status, headers and body are passed back unchanged;
+no answer within --http-timeout is a 502, as an unreachable Apple is.
 """
 
 from urllib.parse import parse_qs, urlencode
 
 from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.client import Agent
+from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ..crypto.tls import ClientCertificatePolicy
+from ..deadline import within
 from ..errors import MessageError
-from ..settings import APPLE_ESCROW_KEY_UNLOCK_URL
+from ..settings import APPLE_ESCROW_KEY_UNLOCK_URL, DEFAULT_HTTP_TIMEOUT
 from ..storage.interfaces import IPushCertStore
 from .api import json_body
 from .body import read_body
@@ -50,6 +54,16 @@ def split_parameters(body: bytes) -> tuple[str, dict[str, str], dict[str, str]]:
     return topic, query, form
 
 
+async def _exchange(http: HTTPClient, url: str, form: dict[str, str]) -> tuple[IResponse, bytes]:
+    """Apple's answer and its whole body."""
+    answer = await http.post(
+        url,
+        data=urlencode(form).encode("ascii"),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    return answer, await answer.content()
+
+
 class EscrowKeyUnlockResource(Resource):
     isLeaf = True
 
@@ -59,12 +73,16 @@ class EscrowKeyUnlockResource(Resource):
         reactor,
         url: str = APPLE_ESCROW_KEY_UNLOCK_URL,
         extra_ca_pem: bytes | None = None,
+        timeout: float = DEFAULT_HTTP_TIMEOUT,
     ):
         super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
         self._store = store
         self._reactor = reactor
         self._url = url
         self._extra_ca_pem = extra_ca_pem
+        self._timeout = timeout
 
     @async_render
     async def render_POST(self, request: Request) -> bytes:
@@ -80,13 +98,11 @@ class EscrowKeyUnlockResource(Resource):
         )
         http = HTTPClient(Agent(self._reactor, contextFactory=policy))
         request.nanomdm_context["outcome"] = "escrow key unlock " + query["serial"]
+        exchange = Deferred.fromCoroutine(_exchange(http, self._url + "?" + urlencode(query), form))
         try:
-            answer = await http.post(
-                self._url + "?" + urlencode(query),
-                data=urlencode(form).encode("ascii"),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            body = await answer.content()
+            answer, body = await within(exchange, self._timeout, self._reactor)
+        except CancelledError:
+            raise
         except Exception as e:
             return json_body(request, {"error": f"escrow key unlock: {e}"}, 502)
         request.setResponseCode(answer.code)

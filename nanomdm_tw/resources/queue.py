@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ..errors import MessageError
+from ..errors import MessageError, StorageBusy
 from ..storage.inspection import IInspectionStore, IQueueEditor, QueueCursor, QueueEntry
 from .jsonio import b64, json_body, json_error, rfc3339
 from .pagination import QUEUE, QueryArgs, parse_page
@@ -101,7 +101,7 @@ class QueueResource(Resource):
         for enrollment_id in ids:
             try:
                 await self._editor.clear_queue_by_id(enrollment_id)
-            except CancelledError:
+            except (CancelledError, StorageBusy):
                 raise
             except Exception as e:
                 self._log.failure(

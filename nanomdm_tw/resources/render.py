@@ -14,6 +14,7 @@ with ``Deferred.fromCoroutine``, which resumes it where it stopped.
 """
 
 import functools
+import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,7 +22,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ..errors import HTTPStatusError
+from ..errors import HTTPStatusError, StorageBusy
 from ..logs import make_logger
 from ..mdm.request import new_trace_id
 from ..metrics import server_metrics
@@ -63,6 +64,9 @@ class _Answer:
             return
         request = self.request
         error = failure.value
+        if isinstance(error, StorageBusy):
+            self.busy(error)
+            return
         if isinstance(error, HTTPStatusError):
             request.nanomdm_context.setdefault("error", str(error))
             request.setResponseCode(error.status)
@@ -77,6 +81,19 @@ class _Answer:
         request.setResponseCode(500)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         self.write(b"internal server error\n")
+
+    def busy(self, error: StorageBusy) -> None:
+        """503 with Retry-After: a device tries again later; API clients read JSON."""
+        request = self.request
+        request.nanomdm_context["error"] = str(error)
+        request.setResponseCode(error.status)
+        request.setHeader(b"retry-after", str(error.retry_after).encode("ascii"))
+        if getattr(request, "answers_json", False):
+            request.setHeader(b"content-type", b"application/json")
+            self.write(json.dumps({"error": str(error)}, indent="\t").encode("utf-8") + b"\n")
+        else:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(str(error).encode("utf-8") + b"\n")
 
     def wait_for(self, result: Deferred) -> None:
         """The handler is waiting: answer when it is done, cancel it if the client goes."""

@@ -25,7 +25,8 @@ from zope.interface import Interface, implementer
 from ..errors import HTTPStatusError
 from ..mdm.messages import DeclarativeManagement
 from ..mdm.request import MDMRequest
-from .webhook import HMAC_HEADER, TRACE_ID_HEADER, hmac_signature, within
+from ..deadline import within
+from .webhook import HMAC_HEADER, TRACE_ID_HEADER, hmac_signature
 
 
 class IDeclarativeManagement(Interface):

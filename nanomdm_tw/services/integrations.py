@@ -30,6 +30,9 @@ class Integrations(Service):
 
     def __init__(self, settings, storage: ITokenUpdateTallyStore, reactor, get_token):
         super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.clock = reactor
         self.pool = HTTPConnectionPool(reactor)
         self.agent = Agent(reactor, pool=self.pool)
         self.http = HTTPClient(self.agent, cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
@@ -43,6 +46,7 @@ class Integrations(Service):
                 settings.dm_send_hmac_key.encode("utf-8"),
                 settings.dm_recv_hmac_key.encode("utf-8"),
                 reactor,
+                timeout=settings.http_timeout,
             )
         if settings.webhook_url:
             self.webhook = WebhookService(
@@ -51,6 +55,7 @@ class Integrations(Service):
                 storage,
                 settings.webhook_hmac_key.encode("utf-8"),
                 reactor,
+                timeout=settings.webhook_timeout,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:

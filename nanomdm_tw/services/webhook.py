@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..deadline import within
 from ..mdm import messages as m
 from ..mdm.request import MDMRequest
 from ..metrics import server_metrics
@@ -51,35 +52,6 @@ def hmac_signature(key: bytes, body: bytes) -> bytes:
 
 class DeliveryError(Exception):
     """The receiver did not take the event (status other than 2xx)."""
-
-
-class NoAnswerInTime(Exception):
-    """The other side did not answer within the timeout."""
-
-
-async def within(attempt: Deferred, seconds: float, clock) -> object:
-    """
-    The result of ``attempt``, cancelled after ``seconds`` on ``clock``.
-
-    Twisted's addTimeout reports a timeout only when cancelling yields
-    CancelledError; an HTTP client yields its own errors, so we keep track.
-    """
-    timed_out = []
-
-    def time_out() -> None:
-        timed_out.append(True)
-        attempt.cancel()
-
-    timer = clock.callLater(seconds, time_out)
-    try:
-        return await attempt
-    except Exception as e:
-        if timed_out:
-            raise NoAnswerInTime(f"no answer within {seconds:g}s") from e
-        raise
-    finally:
-        if timer.active():
-            timer.cancel()
 
 
 @dataclass

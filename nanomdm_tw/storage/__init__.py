@@ -94,11 +94,21 @@ _BACKENDS: dict[str, Callable[[str, dict], IStorage]] = {
 STORAGE_NAMES = tuple(_BACKENDS)
 
 
-def make_storage(name: str, dsn: str, options: str) -> IStorage:
-    """The backend named by -storage, configured but not opened."""
+def make_storage(
+    name: str, dsn: str, options: str, timeout: float = 0.0, max_waiting: int = 0
+) -> IStorage:
+    """
+    The backend named by -storage, configured but not opened.
+
+    ``timeout`` (seconds) and ``max_waiting``: the server's --storage-timeout
+    and --storage-max-waiting; unset (0), work waits as long as it takes.
+    """
     factory = _BACKENDS.get(name)
     if factory is None:
         raise ValueError(
             f"unknown storage backend {name!r}: choose one of {', '.join(STORAGE_NAMES)}"
         )
-    return factory(dsn, parse_storage_options(options))
+    parsed = parse_storage_options(options)
+    if timeout:
+        parsed.update(timeout=timeout, max_waiting=max_waiting)
+    return factory(dsn, parsed)

@@ -100,6 +100,37 @@ def _mysqlclient_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
+# Past the server's own limit, how long the socket waits before giving a
+# silent server up: the server's error, when it can send one, comes first.
+SOCKET_GRACE_SECONDS = 5.0
+
+
+def _socket_timeouts(timeout: float, kwargs: dict[str, Any]) -> dict[str, float]:
+    """Connect, read and write timeouts the DSN leaves unset, from --storage-timeout."""
+    limits = {
+        "connect_timeout": timeout,
+        "read_timeout": timeout + SOCKET_GRACE_SECONDS,
+        "write_timeout": timeout + SOCKET_GRACE_SECONDS,
+    }
+    return {name: value for name, value in limits.items() if kwargs.get(name) is None}
+
+
+def statement_limits(server_version: str, timeout: float) -> list[str]:
+    """
+    Session settings ending statements that run longer than ``timeout`` seconds.
+
+    MariaDB's ``max_statement_time`` (seconds) covers every statement;
+    MySQL's ``max_execution_time`` (milliseconds) only SELECTs, so a write
+    is bounded by the lock wait timeout (whole seconds) on both.
+    """
+    if "mariadb" in server_version.lower():
+        limit = f"SET SESSION max_statement_time = {timeout:g}"
+    else:
+        limit = f"SET SESSION max_execution_time = {max(1, round(timeout * 1000))}"
+    lock_wait = f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(timeout))}"
+    return [limit, lock_wait]
+
+
 class MySQLClientPool(LifetimePool):
     """The lifetime pool on mysqlclient connections."""
 
@@ -116,6 +147,8 @@ class MySQLStorage(NetworkedStorage):
         super().__init__(options, reactor)
         self.dsn: MySQLDSN = parse_dsn(dsn)
         kwargs = self.dsn.connect_kwargs()
+        if self._timeout:
+            kwargs.update(_socket_timeouts(self._timeout, kwargs))
         chosen = (options or {}).get("driver")
         if chosen is None:
             # A TLS DSN maps onto PyMySQL's settings (go-sql-driver's tls modes).
@@ -137,7 +170,22 @@ class MySQLStorage(NetworkedStorage):
             pool_class, module = MySQLClientPool, "MySQLdb"
         else:
             pool_class, module = LifetimePool, "pymysql"
-        return pool_class(module, autocommit=True, **self._pool_options(), **self._connect_kwargs)
+        return pool_class(
+            module,
+            autocommit=True,
+            cp_openfun=self._limit_statements if self._timeout else None,
+            **self._pool_options(),
+            **self._connect_kwargs,
+        )
+
+    def _limit_statements(self, connection: Any) -> None:
+        """The server ends a statement (or a lock wait) running past --storage-timeout."""
+        cursor = connection.cursor()
+        try:
+            for statement in statement_limits(connection.get_server_info(), self._timeout):
+                cursor.execute(statement)
+        finally:
+            cursor.close()
 
     @staticmethod
     def always_retryable(error: BaseException) -> bool:

@@ -286,7 +286,7 @@ class NetworkedStorage(SQLStorage):
                 f"{self.product} database {self.dsn.database!r} lacks {', '.join(missing)}: "
                 f"create or upgrade it with nanomdm-tw-schema {self.dialect.name} --dsn DSN"
             )
-        self._start_last_seen()
+        self._start_serving()
 
     def _schema_version(self, txn: Transaction) -> int:
         """

@@ -10,6 +10,7 @@ worth a second try, the schema as NanoMDM's tables plus our
 Works on PostgreSQL 11+ (INCLUDE indexes, SKIP LOCKED, IDENTITY columns).
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -85,6 +86,20 @@ def parse_pgsql_dsn(dsn: str) -> PgSQLDSN:
     return PgSQLDSN(params)
 
 
+def with_timeouts(dsn: PgSQLDSN, timeout: float) -> str:
+    """
+    The DSN's conninfo with --storage-timeout as the server's statement and
+    lock timeouts, and as the connect timeout unless the DSN sets its own.
+    """
+    params = dict(dsn.params)
+    milliseconds = max(1, round(timeout * 1000))
+    limits = f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"
+    params["options"] = " ".join(filter(None, (params.get("options"), limits)))
+    # libpq takes whole seconds, and treats less than 2 as 2.
+    params.setdefault("connect_timeout", str(max(2, math.ceil(timeout))))
+    return make_conninfo(**params)
+
+
 class _BytesAsText(Dumper):
     """Raw plists go to NanoMDM's TEXT columns as text, as lib/pq sends them."""
 
@@ -135,7 +150,7 @@ class PgSQLStorage(NetworkedStorage):
     def _make_pool(self) -> ConnectionPool:
         return PgSQLPool(
             "psycopg",
-            self.dsn.conninfo,
+            with_timeouts(self.dsn, self._timeout) if self._timeout else self.dsn.conninfo,
             autocommit=True,
             cp_openfun=_prepare_connection,
             **self._pool_options(),

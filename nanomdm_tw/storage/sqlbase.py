@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from ..errors import MessageError
 from ..metrics import server_metrics
+from .admission import Admission, Ticket
 from .dialect import Dialect, schema_files
 from .lastseen import LastSeenBatcher
 
@@ -65,7 +66,13 @@ class SQLBase:
     _reactor: Any = None  # None: the global reactor
 
     def __init__(self, options: dict[str, Any] | None = None):
-        self._delete = bool((options or {}).get("delete", False))
+        options = options or {}
+        self._delete = bool(options.get("delete", False))
+        # Set by the server's --storage-timeout and --storage-max-waiting; the
+        # tools (schema, migration) leave them unset and wait as long as it takes.
+        self._timeout: float | None = options.get("timeout")
+        self._max_waiting: int = options.get("max_waiting", 0)
+        self._admission: Admission | None = None
         self._pool: ConnectionPool | None = None
         self._last_seen: LastSeenBatcher | None = None
         # Statements and commits sent per kind of interaction (see round_trips).
@@ -80,6 +87,15 @@ class SQLBase:
         """Start the interaction ``fn``'s transaction, for drivers that need it said explicitly."""
 
     def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        Run ``fn`` as one transaction, within the admission bounds when set:
+        StorageBusy when too much waits for the database or it is too slow.
+        """
+        if self._admission is None:
+            return self._run(None, fn, *args)
+        return self._admission.admit(fn.__name__, lambda ticket: self._run(ticket, fn, *args))
+
+    def _run(self, ticket: Ticket | None, fn: Callable[..., Any], *args: Any) -> Deferred:
         """Run ``fn`` as one transaction; once more if the backend deems the failure retryable."""
         idempotent = getattr(fn, "idempotent", True)
 
@@ -91,23 +107,39 @@ class SQLBase:
                 interaction=fn.__name__,
                 error=failure.getErrorMessage(),
             )
-            return self._pool.runInteraction(self._transaction, fn, *args)
+            return self._pool.runInteraction(self._transaction, ticket, fn, *args)
 
         def failed(failure: Failure) -> Failure:
             if not failure.check(MessageError):  # a client's mistake is no storage error
                 server_metrics().storage_errors.labels(fn.__name__).inc()
             return failure
 
-        d = self._pool.runInteraction(self._transaction, fn, *args)
+        d = self._pool.runInteraction(self._transaction, ticket, fn, *args)
         d.addErrback(retry)
         d.addErrback(failed)
         return d
+
+    def _admit(self, pool: ConnectionPool) -> None:
+        """Bound the work waiting for ``pool``'s connections, when the server set limits."""
+        if self._timeout and self._max_waiting:
+            self._admission = Admission(pool.max, self._max_waiting, self._timeout, self._clock())
+
+    def _clock(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self._reactor
 
     def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
         """Whether a failed interaction may run again; backends know their transient errors."""
         return False
 
-    def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
+    def _transaction(
+        self, txn: Transaction, ticket: Ticket | None, fn: Callable[..., Any], *args: Any
+    ) -> Any:
+        if ticket is not None:
+            self._admission.begin(ticket)
         self._current.name = fn.__name__
         with self._counting:
             self._interactions[fn.__name__] += 1
@@ -186,15 +218,13 @@ class SQLBase:
 
     async def open(self) -> None:
         self._pool = self._make_pool()
-        await self._interact(self._upgrade_schema)
-        self._start_last_seen()
+        await self._run(None, self._upgrade_schema)  # as long as it takes, before serving
+        self._start_serving()
 
-    def _start_last_seen(self) -> None:
-        if self._reactor is None:
-            from twisted.internet import reactor as clock
-        else:
-            clock = self._reactor
-        self._last_seen = LastSeenBatcher(self._store_last_seen, clock, max_ids=_CHUNK)
+    def _start_serving(self) -> None:
+        """Once open: requests within the admission bounds, last-seen times batched."""
+        self._admit(self._pool)
+        self._last_seen = LastSeenBatcher(self._store_last_seen, self._clock(), max_ids=_CHUNK)
         self._last_seen.start()
 
     def touch(self, enrollment_id: str) -> None:

@@ -6,6 +6,7 @@ foreign keys on; every transaction takes the write lock up front, so two
 processes sharing the file wait for each other instead of failing half-way.
 """
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,17 @@ def database_path(dsn: str) -> Path:
     return path / DB_FILE_NAME
 
 
-def _prepare_connection(connection: Any) -> None:
+# How long a transaction waits for another process's write lock, unless
+# --storage-timeout says otherwise.
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+
+def _prepare_connection(connection: Any, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
     # Transactions are begun explicitly (see _begin), not by the sqlite3 module.
     connection.isolation_level = None
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA foreign_keys = ON")
-    connection.execute("PRAGMA busy_timeout = 10000")
+    connection.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
 
 
 class SQLiteStorage(SQLStorage):
@@ -56,7 +62,9 @@ class SQLiteStorage(SQLStorage):
             check_same_thread=False,
             cp_min=1,
             cp_max=1,
-            cp_openfun=_prepare_connection,
+            cp_openfun=functools.partial(
+                _prepare_connection, busy_timeout=self._timeout or DEFAULT_BUSY_TIMEOUT
+            ),
             cp_reactor=self._reactor,
         )
 
