@@ -69,6 +69,18 @@ def test_metrics_listen_flag(ca: str) -> None:
     assert go_settings(["-ca", ca], environ).metrics_listen == r"tcp:9100:interface=\:\:1"
 
 
+def test_timeout_flags(ca: str) -> None:
+    argv = ["-ca", ca, "-storage-timeout=5s", "-http-timeout", "1m", "-storage-max-waiting", "9"]
+    settings = go_settings(argv)
+    assert settings == twistd_settings(
+        ["--ca", ca, "--storage-timeout", "5s", "--http-timeout", "1m",
+         "--storage-max-waiting", "9"]
+    )  # fmt: skip
+    assert (settings.storage_timeout, settings.http_timeout, settings.storage_max_waiting) == (
+        5.0, 60.0, 9,
+    )  # fmt: skip
+
+
 def test_repeated_storage_and_the_dsn_alias(ca: str) -> None:
     settings = go_settings(
         ["-ca", ca, "-storage", "sqlite", "-storage-dsn", "a", "-storage", "mysql",

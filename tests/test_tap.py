@@ -50,6 +50,8 @@ def test_every_flag(tmp_path: Path) -> None:
         "--storage", "inmem", "--storage-options", "delete=1", "--max-body-size", "1000",
         "--migration", "--apns-url", "https://api.development.push.apple.com",
         "--apns-ca", str(ca), "--push-expiration", "1h30m",
+        "--http-timeout", "1m", "--webhook-timeout", "5s", "--apns-timeout", "2500ms",
+        "--storage-timeout", "45s", "--storage-max-waiting", "50",
     ]  # fmt: skip
     assert parse(argv) == Settings(
         listen="tcp:9001:interface=127.0.0.1",
@@ -68,6 +70,32 @@ def test_every_flag(tmp_path: Path) -> None:
         apns_url="https://api.development.push.apple.com",
         apns_ca=str(ca),
         push_expiration=5400.0,
+        http_timeout=60.0,
+        webhook_timeout=5.0,
+        apns_timeout=2.5,
+        storage_timeout=45.0,
+        storage_max_waiting=50,
+    )
+
+
+def test_timeouts_default_and_come_from_the_environment() -> None:
+    defaults = parse(["--dev"])
+    assert (defaults.http_timeout, defaults.webhook_timeout, defaults.apns_timeout,
+            defaults.storage_timeout, defaults.storage_max_waiting) == (30.0, 10.0, 10.0, 30.0, 1000)  # fmt: skip
+    environ = {
+        "NANOMDM_HTTP_TIMEOUT": "15s",
+        "NANOMDM_WEBHOOK_TIMEOUT": "3s",
+        "NANOMDM_APNS_TIMEOUT": "4s",
+        "NANOMDM_STORAGE_TIMEOUT": "10s",
+        "NANOMDM_STORAGE_MAX_WAITING": "200",
+    }
+    assert parse(["--dev", "--storage-timeout", "20s"], environ) == Settings(
+        dev=True,
+        http_timeout=15.0,
+        webhook_timeout=3.0,
+        apns_timeout=4.0,
+        storage_timeout=20.0,  # the flag beats the variable
+        storage_max_waiting=200,
     )
 
 
@@ -199,6 +227,11 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--migration"], "--migration needs --api"),
         (["--dev", "--push-expiration", "soon"], "--push-expiration"),
         (["--dev", "--apns-ca", "/nonexistent/ca.pem"], "no such file"),
+        (["--dev", "--http-timeout", "soon"], "--http-timeout: invalid duration"),
+        (["--dev", "--webhook-timeout", "0s"], "--webhook-timeout must be a duration longer than zero"),
+        (["--dev", "--apns-timeout", "-1s"], "--apns-timeout"),
+        (["--dev", "--storage-timeout", "30"], "--storage-timeout: invalid duration"),
+        (["--dev", "--storage-max-waiting", "0"], "--storage-max-waiting must be a positive whole number"),
     ],
 )
 def test_contradictions_stop_with_one_clear_line(argv: list[str], message: str) -> None:

@@ -24,6 +24,11 @@ from ..errors import StorageBusy
 RETRY_AFTER_SECONDS = 10
 
 
+def retry_after(timeout: float) -> int:
+    """Seconds a client is told to wait: RETRY_AFTER_SECONDS, or the timeout when shorter."""
+    return min(RETRY_AFTER_SECONDS, max(1, math.ceil(timeout)))
+
+
 class Ticket:
     """One interaction's place in the queue: begun in a pool thread, or given up on."""
 
@@ -45,7 +50,7 @@ class Admission:
         self._clock = clock
         self._lock = threading.Lock()
         self.in_flight = 0  # admitted and not yet finished in their pool thread
-        self.retry_after = min(RETRY_AFTER_SECONDS, max(1, math.ceil(timeout)))
+        self.retry_after = retry_after(timeout)
 
     @property
     def waiting(self) -> int:

@@ -39,6 +39,9 @@ MYSQL = Dialect(
 
 # The whole transaction was rolled back: running it again is always safe.
 _ROLLED_BACK = {1205, 1213}  # lock wait timeout, deadlock
+# The server ended a statement running past --storage-timeout: MariaDB's
+# max_statement_time, MySQL's max_execution_time, a lock wait (after its retry).
+_TIMED_OUT = {1969, 3024, 1205}
 # Nothing reached the server.
 _NOT_CONNECTED = {2002, 2003}  # cannot connect (socket, TCP)
 # The connection died mid-way: the COMMIT may or may not have happened.
@@ -205,6 +208,9 @@ class MySQLStorage(NetworkedStorage):
         return expected_schema(version)
 
     is_connection_error = staticmethod(is_connection_error)
+
+    def _timed_out(self, error: BaseException) -> bool:
+        return _error_code(error) in _TIMED_OUT
 
 
 # -- the schema -----------------------------------------------------------------

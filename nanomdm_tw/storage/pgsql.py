@@ -41,6 +41,9 @@ PGSQL = Dialect(
 
 # The whole transaction was rolled back: running it again is always safe.
 _ROLLED_BACK = {"40001", "40P01"}  # serialization failure, deadlock detected
+# The server ended a statement running past --storage-timeout: statement_timeout
+# (query_canceled) or lock_timeout (lock_not_available).
+_TIMED_OUT = {"57014", "55P03"}
 # The server ended the session (pg_terminate_backend, shutdown, crash recovery).
 _SESSION_ENDED = {"57P01", "57P02", "57P03"}
 
@@ -180,6 +183,9 @@ class PgSQLStorage(NetworkedStorage):
         return expected_schema(version)
 
     is_connection_error = staticmethod(is_connection_error)
+
+    def _timed_out(self, error: BaseException) -> bool:
+        return getattr(error, "sqlstate", None) in _TIMED_OUT
 
 
 # -- the schema -----------------------------------------------------------------

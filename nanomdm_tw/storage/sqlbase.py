@@ -19,9 +19,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..errors import MessageError
+from ..errors import MessageError, StorageBusy
 from ..metrics import server_metrics
-from .admission import Admission, Ticket
+from .admission import Admission, Ticket, retry_after
 from .dialect import Dialect, schema_files
 from .lastseen import LastSeenBatcher
 
@@ -112,6 +112,11 @@ class SQLBase:
         def failed(failure: Failure) -> Failure:
             if not failure.check(MessageError):  # a client's mistake is no storage error
                 server_metrics().storage_errors.labels(fn.__name__).inc()
+            if self._timeout and self._timed_out(failure.value):
+                raise StorageBusy(
+                    f"database busy: {fn.__name__} ran past {self._timeout:g}s; try again later",
+                    retry_after(self._timeout),
+                ) from failure.value
             return failure
 
         d = self._pool.runInteraction(self._transaction, ticket, fn, *args)
@@ -133,6 +138,10 @@ class SQLBase:
 
     def _should_retry(self, failure: Failure, idempotent: bool) -> bool:
         """Whether a failed interaction may run again; backends know their transient errors."""
+        return False
+
+    def _timed_out(self, error: BaseException) -> bool:
+        """Whether the database ended the work for running past --storage-timeout."""
         return False
 
     def _transaction(

@@ -8,6 +8,7 @@ processes sharing the file wait for each other instead of failing half-way.
 
 import functools
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ class SQLiteStorage(SQLStorage):
             ),
             cp_reactor=self._reactor,
         )
+
+    def _timed_out(self, error: BaseException) -> bool:
+        """Another process held the write lock past the busy timeout."""
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
     def _begin(self, txn: Transaction, fn: Callable[..., Any]) -> None:
         txn.execute("BEGIN IMMEDIATE")
