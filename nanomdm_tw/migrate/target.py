@@ -80,7 +80,7 @@ class Target:
         """Run ``interaction(txn, *args)`` as one transaction, as the server's pool would."""
         cursor = self.connection.cursor()
         try:
-            result = self.storage._transaction(cursor, None, interaction, *args)
+            result = self.storage._transaction(cursor, interaction, *args)
             self.connection.commit()
             return result
         except BaseException:

@@ -107,7 +107,7 @@ class SQLBase:
                 interaction=fn.__name__,
                 error=failure.getErrorMessage(),
             )
-            return self._pool.runInteraction(self._transaction, ticket, fn, *args)
+            return self._pool.runInteraction(self._admitted, ticket, fn, *args)
 
         def failed(failure: Failure) -> Failure:
             if not failure.check(MessageError):  # a client's mistake is no storage error
@@ -119,7 +119,7 @@ class SQLBase:
                 ) from failure.value
             return failure
 
-        d = self._pool.runInteraction(self._transaction, ticket, fn, *args)
+        d = self._pool.runInteraction(self._admitted, ticket, fn, *args)
         d.addErrback(retry)
         d.addErrback(failed)
         return d
@@ -144,11 +144,15 @@ class SQLBase:
         """Whether the database ended the work for running past --storage-timeout."""
         return False
 
-    def _transaction(
+    def _admitted(
         self, txn: Transaction, ticket: Ticket | None, fn: Callable[..., Any], *args: Any
     ) -> Any:
+        """The transaction, unless its request was answered already (admission.py)."""
         if ticket is not None:
             self._admission.begin(ticket)
+        return self._transaction(txn, fn, *args)
+
+    def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
         self._current.name = fn.__name__
         with self._counting:
             self._interactions[fn.__name__] += 1

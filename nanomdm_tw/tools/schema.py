@@ -73,7 +73,7 @@ def upgrade(
         with connection.cursor() as cursor:
             before = storage._schema_version(cursor)
             if not check_only:
-                storage._transaction(cursor, None, storage._upgrade_schema)
+                storage._transaction(cursor, storage._upgrade_schema)
             after = storage._schema_version(cursor)
             missing = backend.missing_schema(cursor)
         connection.commit()
