@@ -335,3 +335,17 @@ async def test_postgresql_statements_blocked_past_the_timeout_end() -> None:
         holder.close()
         await storage.close()
         database.drop()
+
+
+def test_session_limits_follow_the_server_kind() -> None:
+    from nanomdm_tw.storage.mysql import statement_limits
+
+    assert statement_limits("10.11.6-MariaDB-0+deb12u1", 2.5) == [
+        "SET SESSION max_statement_time = 2.5",
+        "SET SESSION innodb_lock_wait_timeout = 3",
+    ]
+    # MySQL bounds SELECTs only, in milliseconds; writes by the lock wait timeout.
+    assert statement_limits("8.0.36", 2.5) == [
+        "SET SESSION max_execution_time = 2500",
+        "SET SESSION innodb_lock_wait_timeout = 3",
+    ]
