@@ -50,6 +50,7 @@ def test_every_flag(tmp_path: Path) -> None:
         "--storage", "inmem", "--storage-options", "delete=1", "--max-body-size", "1000",
         "--migration", "--apns-url", "https://api.development.push.apple.com",
         "--apns-ca", str(ca), "--push-expiration", "1h30m",
+        "--webhook-queue-bytes", "1048576",
     ]  # fmt: skip
     assert parse(argv) == Settings(
         listen="tcp:9001:interface=127.0.0.1",
@@ -68,6 +69,7 @@ def test_every_flag(tmp_path: Path) -> None:
         apns_url="https://api.development.push.apple.com",
         apns_ca=str(ca),
         push_expiration=5400.0,
+        webhook_queue_bytes=1048576,
     )
 
 
@@ -193,6 +195,7 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--metrics-listen", "nonsense"], "--metrics-listen: cannot understand"),
         (["--dev", "--metrics-listen", ":9000"], "--metrics-listen must differ from --listen"),
         (["--dev", "--max-body-size", "big"], "--max-body-size"),
+        (["--dev", "--webhook-queue-bytes", "0"], "--webhook-queue-bytes"),
         (["--dev", "--workers", "0"], "--workers must be a positive whole number or auto"),
         (["--dev", "--workers", "many"], "--workers must be a positive whole number or auto"),
         (["--dev", "--workers", "2", "--storage", "inmem"], "cannot share inmem"),

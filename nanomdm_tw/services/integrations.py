@@ -51,6 +51,7 @@ class Integrations(Service):
                 storage,
                 settings.webhook_hmac_key.encode("utf-8"),
                 reactor,
+                max_queued_bytes=settings.webhook_queue_bytes,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:
