@@ -147,6 +147,11 @@ class WebhookService(Service):
         self._queued_bytes = 0
         self._abandoned = False
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of event JSON waiting in memory now."""
+        return self._queued_bytes
+
     # IMDMService: build the event, queue it, return at once.
 
     async def checkin(
