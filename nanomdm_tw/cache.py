@@ -1,7 +1,7 @@
 """
 The one in-memory cache every per-process cache is made of: bounded in
-entries, least recently used out first, each entry forgotten a fixed time
-after it was stored.
+entries (and bytes, where a client chooses the size of what is kept), least
+recently used out first, each entry forgotten a fixed time after it was stored.
 
 Several server processes (``--workers``, or several servers) share one
 database, and each keeps its own caches: only an expiry lets a change made
@@ -10,6 +10,7 @@ reach this one.  The time runs from when an entry was stored, not from its
 last use: a use does not make what was read from the database any truer.
 """
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -35,6 +36,8 @@ class LRUCache(Generic[Key, Value]):
     """
     At most ``size`` entries, each forgotten ``ttl`` seconds after ``put``
     (never when ``ttl`` is None: for values that are a function of their key).
+    With ``max_bytes``, the ``weight`` of the entries (what ``put`` says
+    each holds, in bytes) stays within it too.
 
     ``clock`` (an ``IReactorTime``, e.g. a ``task.Clock`` in tests) tells
     the time.  ``on_evict(value)`` is called for an entry the cache lets go
@@ -42,7 +45,7 @@ class LRUCache(Generic[Key, Value]):
     close it; ``pop`` hands the value back instead.
     """
 
-    __slots__ = ("_entries", "_size", "_ttl", "_clock", "_on_evict")
+    __slots__ = ("_entries", "_size", "_ttl", "_clock", "_on_evict", "_max_bytes", "_bytes")
 
     def __init__(
         self,
@@ -50,17 +53,26 @@ class LRUCache(Generic[Key, Value]):
         ttl: float | None = None,
         clock=None,
         on_evict: Callable[[Value], None] | None = None,
+        max_bytes: float = FOREVER,
     ):
         if size < 1:
             raise ValueError("a cache holds at least one entry")
-        self._entries: OrderedDict[Key, tuple[float, Value]] = OrderedDict()
+        # key -> (expiry time, value, weight)
+        self._entries: OrderedDict[Key, tuple[float, Value, int]] = OrderedDict()
         self._size = size
         self._ttl = FOREVER if ttl is None else ttl
         self._clock = clock or WALL_CLOCK
         self._on_evict = on_evict
+        self._max_bytes = max_bytes
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def held_bytes(self) -> int:
+        """The weight of the entries held."""
+        return self._bytes
 
     def get(self, key: Key) -> Value | None:
         """The value stored for ``key``, unless it expired (then it is forgotten)."""
@@ -68,32 +80,66 @@ class LRUCache(Generic[Key, Value]):
         if entry is None:
             return None
         if entry[0] <= self._clock.seconds():
-            del self._entries[key]
+            self._forget(key)
             self._evicted(entry[1])
             return None
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: Key, value: Value, until: float = FOREVER) -> None:
+    def put(self, key: Key, value: Value, until: float = FOREVER, weight: int = 0) -> None:
         """Store ``value``; it expires after the TTL, or at ``until`` if sooner."""
+        if weight > self._max_bytes:
+            return  # would push out everything else
         expires = min(self._clock.seconds() + self._ttl, until)
         entries = self._entries
-        entries[key] = (expires, value)
-        entries.move_to_end(key)
-        if len(entries) > self._size:
-            self._evicted(entries.popitem(last=False)[1][1])
+        if key in entries:
+            self._forget(key)
+        entries[key] = (expires, value, weight)
+        self._bytes += weight
+        while len(entries) > self._size or self._bytes > self._max_bytes:
+            oldest = next(iter(entries))
+            self._evicted(self._forget(oldest))
 
     def pop(self, key: Key) -> Value | None:
         """Forget ``key``; its value (expired or not), if there was one."""
-        entry = self._entries.pop(key, None)
-        return None if entry is None else entry[1]
+        return self._forget(key) if key in self._entries else None
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
 
     def values(self) -> list[Value]:
-        return [value for _, value in self._entries.values()]
+        return [entry[1] for entry in self._entries.values()]
+
+    def _forget(self, key: Key) -> Value:
+        _, value, weight = self._entries.pop(key)
+        self._bytes -= weight
+        return value
 
     def _evicted(self, value: Value) -> None:
         if self._on_evict is not None:
             self._on_evict(value)
+
+
+def memoize(size: int, max_bytes: int) -> Callable[[Callable], Callable]:
+    """
+    Remember a function of ``bytes`` arguments by them, in an LRUCache
+    weighed by their length: a client choosing the bytes (a signature's
+    certificates, say) cannot make the cache hold more than ``max_bytes``.
+    """
+
+    def decorate(function: Callable) -> Callable:
+        cache: LRUCache = LRUCache(size, max_bytes=max_bytes)
+
+        @functools.wraps(function)
+        def memoized(*args: bytes):
+            value = cache.get(args)
+            if value is None:
+                value = function(*args)
+                cache.put(args, value, weight=sum(map(len, args)))
+            return value
+
+        memoized.cache = cache
+        return memoized
+
+    return decorate

@@ -5,15 +5,20 @@ whatever process, takes effect here within the cache's TTL.  Time is a
 task.Clock: nothing sleeps.
 """
 
+import datetime
 import plistlib
 import sqlite3
 
 import pytest
 import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 from twisted.internet import reactor, task
 
-from nanomdm_tw.cache import LRUCache
-from nanomdm_tw.crypto import cms_der
+from nanomdm_tw.cache import LRUCache, memoize
+from nanomdm_tw.crypto import cms_der, signers
 from nanomdm_tw.crypto.cms import sign_detached
 from nanomdm_tw.crypto.devca import DevelopmentCA
 from nanomdm_tw.crypto.identity import cert_hash
@@ -78,6 +83,65 @@ def test_lru_cache_forgets_after_its_ttl_counted_from_the_put() -> None:
     assert cache.pop("pair") and cache.pop("pair") is None
     with pytest.raises(ValueError):
         LRUCache(0)
+
+
+def test_lru_cache_bounded_in_bytes() -> None:
+    cache = LRUCache(100, max_bytes=1000)
+    for number in range(50):
+        cache.put(number, number, weight=300)
+    assert (len(cache), cache.held_bytes, cache.values()) == (3, 900, [47, 48, 49])
+    cache.put(49, "lighter", weight=100)
+    cache.put("huge", "never kept", weight=1001)
+    assert (cache.held_bytes, cache.get("huge")) == (700, None)
+    cache.pop(48)
+    cache.clear()
+    assert cache.held_bytes == 0
+
+
+def test_memoized_function_holds_at_most_its_bytes() -> None:
+    calls = []
+
+    @memoize(100, max_bytes=1000)
+    def measured(data: bytes) -> int:
+        calls.append(data)
+        return len(data)
+
+    assert measured(b"a" * 300) == measured(b"a" * 300) == 300
+    assert len(calls) == 1
+    for number in range(20):
+        measured(bytes([number]) * 300)
+    assert measured.cache.held_bytes == 900
+
+
+def self_signed_with_padding(key, padding: int) -> x509.Certificate:
+    """A certificate anyone can make, with ``padding`` bytes of an unknown extension."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stranger")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\0" * padding),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_signature_caches_hold_bounded_bytes_of_strangers_signatures() -> None:
+    """Signatures verify before trust is asked: anyone can fill these caches, not past their bytes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(160):  # 40 MB of signatures, each valid and distinct
+        cert = self_signed_with_padding(key, 250_000)
+        assert cms_der.verify_der(sign_detached(BODY, cert, key), BODY) == cert
+    assert 0 < cms_der._layouts.held_bytes <= cms_der._CACHE_BYTES
+    assert 0 < cms_der._signer.cache.held_bytes <= cms_der._CACHE_BYTES
+    assert 0 < signers.load_certificate.cache.held_bytes <= signers.CACHE_BYTES
 
 
 # Cert auth: an association deleted in the shared database.

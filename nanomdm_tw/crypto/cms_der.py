@@ -14,12 +14,11 @@ are kept as a layout; a later signature equal to it in every other byte
 just those values, which is exactly what a full reading would compare.
 """
 
-import functools
 import hashlib
 
 from cryptography import x509
 
-from ..cache import LRUCache
+from ..cache import LRUCache, memoize
 from ..errors import MessageError
 from . import der
 from .signers import HASHES, check_signature, load_certificate, signer_identifiers
@@ -125,7 +124,12 @@ def _algorithm(data: bytes, item: der.Element, names: dict[bytes, str]) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=4096)
+# Signers and layouts remembered, and the bytes of signature they may hold.
+_CACHE_SIZE = 4096
+_CACHE_BYTES = 32 << 20
+
+
+@memoize(_CACHE_SIZE, _CACHE_BYTES)
 def _signer(head: bytes, signer_fields: bytes, signature_algorithm: bytes) -> Signer:
     """
     What a signature's SignedData fields between version and signerInfos
@@ -259,12 +263,11 @@ class _Layout:
 # in full but for the changing values: nothing it holds can go stale, so it
 # does not expire (the device's trust and cert auth are checked apart).
 _KEY_LENGTH = 192
-_MAX_LAYOUTS = 4096
-_layouts: LRUCache[bytes, _Layout] = LRUCache(_MAX_LAYOUTS)
+_layouts: LRUCache[bytes, _Layout] = LRUCache(_CACHE_SIZE, max_bytes=_CACHE_BYTES)
 
 
 def _remember(layout: _Layout) -> None:
     first = layout.constant[0]
     if first[0] != 0 or len(first[1]) < _KEY_LENGTH:
         return  # a changing value within the key: no layout
-    _layouts.put(first[1][:_KEY_LENGTH], layout)
+    _layouts.put(first[1][:_KEY_LENGTH], layout, weight=layout.length)
