@@ -162,6 +162,19 @@ async def test_core_errors_still_reach_the_device_and_the_webhook(
         assert json.loads(dm.body)["topic"] == "mdm.DeclarativeManagement"
 
 
+@pytest_twisted.ensureDeferred
+async def test_webhook_queue_bytes_setting_bounds_the_server_s_queue(
+    tmp_path: Path, receiver: Receiver, log_events: list[dict]
+) -> None:
+    await receiver.go_down()
+    async with serve(tmp_path, webhook_url=receiver.url, webhook_queue_bytes=1000) as server:
+        d = device(server)
+        assert (await d.authenticate()).code == 200  # its event is larger than 1000 bytes
+    drops = [e for e in log_events if "webhook event dropped" in e.get("log_format", "")]
+    assert [e["reason"] for e in drops] == ["queue_bytes_full"]
+    assert re.fullmatch(r"[0-9a-f]{16}", drops[0]["event_id"])
+
+
 # The JSON encoding itself.
 
 
