@@ -11,6 +11,7 @@ last use: a use does not make what was read from the database any truer.
 """
 
 import functools
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -43,9 +44,14 @@ class LRUCache(Generic[Key, Value]):
     the time.  ``on_evict(value)`` is called for an entry the cache lets go
     of by itself (full or expired), so a value holding a connection can
     close it; ``pop`` hands the value back instead.
+
+    Safe to share with threads (as functools.lru_cache is): the signature
+    caches may be used by a request decoded off the reactor thread.
     """
 
-    __slots__ = ("_entries", "_size", "_ttl", "_clock", "_on_evict", "_max_bytes", "_bytes")
+    __slots__ = (
+        "_entries", "_size", "_ttl", "_clock", "_on_evict", "_max_bytes", "_bytes", "_lock"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class LRUCache(Generic[Key, Value]):
         self._on_evict = on_evict
         self._max_bytes = max_bytes
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -76,45 +83,53 @@ class LRUCache(Generic[Key, Value]):
 
     def get(self, key: Key) -> Value | None:
         """The value stored for ``key``, unless it expired (then it is forgotten)."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock.seconds():
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] > self._clock.seconds():
+                self._entries.move_to_end(key)
+                return entry[1]
             self._forget(key)
-            self._evicted(entry[1])
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
+        self._evicted(entry[1])
+        return None
 
     def put(self, key: Key, value: Value, until: float = FOREVER, weight: int = 0) -> None:
         """Store ``value``; it expires after the TTL, or at ``until`` if sooner."""
         if weight > self._max_bytes:
             return  # would push out everything else
         expires = min(self._clock.seconds() + self._ttl, until)
-        entries = self._entries
-        if key in entries:
+        evicted = []
+        with self._lock:
+            entries = self._entries
             self._forget(key)
-        entries[key] = (expires, value, weight)
-        self._bytes += weight
-        while len(entries) > self._size or self._bytes > self._max_bytes:
-            oldest = next(iter(entries))
-            self._evicted(self._forget(oldest))
+            entries[key] = (expires, value, weight)
+            self._bytes += weight
+            while len(entries) > self._size or self._bytes > self._max_bytes:
+                evicted.append(self._forget(next(iter(entries))))
+        for old in evicted:
+            self._evicted(old)
 
     def pop(self, key: Key) -> Value | None:
         """Forget ``key``; its value (expired or not), if there was one."""
-        return self._forget(key) if key in self._entries else None
+        with self._lock:
+            return self._forget(key)
 
     def clear(self) -> None:
-        self._entries.clear()
-        self._bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
 
     def values(self) -> list[Value]:
-        return [entry[1] for entry in self._entries.values()]
+        with self._lock:
+            return [entry[1] for entry in self._entries.values()]
 
-    def _forget(self, key: Key) -> Value:
-        _, value, weight = self._entries.pop(key)
-        self._bytes -= weight
-        return value
+    def _forget(self, key: Key) -> Value | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self._bytes -= entry[2]
+        return entry[1]
 
     def _evicted(self, value: Value) -> None:
         if self._on_evict is not None:

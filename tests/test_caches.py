@@ -8,6 +8,7 @@ task.Clock: nothing sleeps.
 import datetime
 import plistlib
 import sqlite3
+import threading
 
 import pytest
 import pytest_twisted
@@ -96,6 +97,26 @@ def test_lru_cache_bounded_in_bytes() -> None:
     cache.pop(48)
     cache.clear()
     assert cache.held_bytes == 0
+
+
+def test_lru_cache_shared_by_threads_keeps_its_bounds() -> None:
+    cache = LRUCache(50, max_bytes=4000)
+
+    def hammer(seed: int) -> None:
+        for number in range(20_000):
+            key = (seed * 7919 + number) % 300
+            if cache.get(key) is None:
+                cache.put(key, key, weight=key % 100)
+            if number % 97 == 0:
+                cache.pop(key)
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(cache) <= 50
+    assert cache.held_bytes == sum(key % 100 for key in cache.values()) <= 4000
 
 
 def test_memoized_function_holds_at_most_its_bytes() -> None:
