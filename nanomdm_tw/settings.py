@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .resources.body import DEFAULT_MAX_BODY_SIZE
+from .services.webhook import MAX_QUEUED_BYTES
 
 APPLE_ESCROW_KEY_UNLOCK_URL = (
     "https://deviceservices-external.apple.com/deviceservicesworkers/escrowKeyUnlock"
@@ -75,6 +76,7 @@ class Settings:
     escrow_key_unlock_url: str = APPLE_ESCROW_KEY_UNLOCK_URL
     webhook_url: str = ""
     webhook_hmac_key: str = ""
+    webhook_queue_bytes: int = MAX_QUEUED_BYTES
     dm: str = ""
     dm_send_hmac_key: str = ""
     dm_recv_hmac_key: str = ""
@@ -120,6 +122,8 @@ class Settings:
                 raise SettingsError(f"--{flag} must be a duration longer than zero, e.g. 30s")
         if self.storage_max_waiting < 1:
             raise SettingsError("--storage-max-waiting must be a positive whole number")
+        if self.webhook_queue_bytes < 1:
+            raise SettingsError("--webhook-queue-bytes must be a positive whole number")
         storages = (self.storage, *self.extra_storages)
         if self.workers > 1 and any(spec.name == "inmem" for spec in storages):
             raise SettingsError("--workers: processes cannot share inmem storage")

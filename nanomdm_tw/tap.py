@@ -17,6 +17,7 @@ from twisted.python import usage
 from . import __version__
 from .duration import parse_duration
 from .resources.body import DEFAULT_MAX_BODY_SIZE
+from .services.webhook import MAX_QUEUED_BYTES
 from .server import NanoMDMService
 from .settings import (
     DEFAULT_APNS_TIMEOUT,
@@ -77,6 +78,7 @@ class Options(usage.Options):
         ["push-expiration", None, None, "how long APNs keeps an undelivered push, as a duration (e.g. 24h, 90m); sent as apns-expiration"],
         ["webhook-url", None, None, "URL to send MDM events to (NanoMDM-compatible webhook)"],
         ["webhook-hmac-key", None, None, "key to sign webhook bodies with (X-Hmac-Signature, base64 HMAC-SHA256)"],
+        ["webhook-queue-bytes", None, None, f"most bytes of webhook events waiting for the receiver, per process; newer events are dropped [default: {MAX_QUEUED_BYTES}]"],
         ["dm", None, None, "URL to send Declarative Management requests to (should end with /)"],
         ["dm-send-hmac-key", None, None, "key to sign Declarative Management request bodies with"],
         ["dm-recv-hmac-key", None, None, "key to verify Declarative Management reply bodies with"],
@@ -228,6 +230,9 @@ class Options(usage.Options):
             apns_url=self["apns-url"] or Settings.apns_url,
             webhook_url=self["webhook-url"] or "",
             webhook_hmac_key=self["webhook-hmac-key"] or "",
+            webhook_queue_bytes=self._positive_number(
+                "webhook-queue-bytes", self["webhook-queue-bytes"] or MAX_QUEUED_BYTES
+            ),
             dm=self["dm"] or "",
             dm_send_hmac_key=self["dm-send-hmac-key"] or "",
             dm_recv_hmac_key=self["dm-recv-hmac-key"] or "",

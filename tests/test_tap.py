@@ -52,6 +52,7 @@ def test_every_flag(tmp_path: Path) -> None:
         "--apns-ca", str(ca), "--push-expiration", "1h30m",
         "--http-timeout", "1m", "--webhook-timeout", "5s", "--apns-timeout", "2500ms",
         "--storage-timeout", "45s", "--storage-max-waiting", "50",
+        "--webhook-queue-bytes", "1048576",
     ]  # fmt: skip
     assert parse(argv) == Settings(
         listen="tcp:9001:interface=127.0.0.1",
@@ -75,6 +76,7 @@ def test_every_flag(tmp_path: Path) -> None:
         apns_timeout=2.5,
         storage_timeout=45.0,
         storage_max_waiting=50,
+        webhook_queue_bytes=1048576,
     )
 
 
@@ -221,6 +223,7 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--metrics-listen", "nonsense"], "--metrics-listen: cannot understand"),
         (["--dev", "--metrics-listen", ":9000"], "--metrics-listen must differ from --listen"),
         (["--dev", "--max-body-size", "big"], "--max-body-size"),
+        (["--dev", "--webhook-queue-bytes", "0"], "--webhook-queue-bytes"),
         (["--dev", "--workers", "0"], "--workers must be a positive whole number or auto"),
         (["--dev", "--workers", "many"], "--workers must be a positive whole number or auto"),
         (["--dev", "--workers", "2", "--storage", "inmem"], "cannot share inmem"),

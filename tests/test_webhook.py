@@ -27,6 +27,7 @@ from zope.interface import implementer
 from nanomdm_tw.errors import HTTPStatusError
 from nanomdm_tw.mdm.messages import decode_checkin, decode_command_report
 from nanomdm_tw.mdm.request import MDMRequest
+from nanomdm_tw.metrics.processes import exposition
 from nanomdm_tw.services.interfaces import IMDMService
 from nanomdm_tw.services.multi import MultiMDMService
 from nanomdm_tw.services.webhook import WebhookService
@@ -159,6 +160,19 @@ async def test_core_errors_still_reach_the_device_and_the_webhook(
         assert answer.code == 500
         (_, _, dm) = await receiver.wait_for(3)
         assert json.loads(dm.body)["topic"] == "mdm.DeclarativeManagement"
+
+
+@pytest_twisted.ensureDeferred
+async def test_webhook_queue_bytes_setting_bounds_the_server_s_queue(
+    tmp_path: Path, receiver: Receiver, log_events: list[dict]
+) -> None:
+    await receiver.go_down()
+    async with serve(tmp_path, webhook_url=receiver.url, webhook_queue_bytes=1000) as server:
+        d = device(server)
+        assert (await d.authenticate()).code == 200  # its event is larger than 1000 bytes
+    drops = [e for e in log_events if "webhook event dropped" in e.get("log_format", "")]
+    assert [e["reason"] for e in drops] == ["queue_bytes_full"]
+    assert re.fullmatch(r"[0-9a-f]{16}", drops[0]["event_id"])
 
 
 # The JSON encoding itself.
@@ -446,3 +460,70 @@ async def test_multi_returns_core_errors_and_still_runs_the_others() -> None:
         await multi.checkin(MDMRequest(authenticate.enroll_id), authenticate)
     assert raised.value.status == 410
     assert listener.seen == [authenticate]
+
+
+def big_report(udid: str, size: int):
+    """An Acknowledged report carrying ``size`` bytes (an InstalledApplicationList, say)."""
+    return decode_command_report(
+        plistlib.dumps(
+            {"UDID": udid, "Status": "Acknowledged", "CommandUUID": "BIG", "Data": b"\0" * size}
+        )
+    )
+
+
+def drops_counted(reason: str) -> float:
+    """The /metrics sample of nanomdm_webhook_drops_total for ``reason``."""
+    text = exposition()[0].decode()
+    line = f'nanomdm_webhook_drops_total{{reason="{reason}"}} '
+    return sum(float(row[len(line) :]) for row in text.splitlines() if row.startswith(line))
+
+
+@pytest.mark.parametrize("outage", ["down", "black-holed"])
+@pytest_twisted.ensureDeferred
+async def test_queue_is_bounded_in_bytes_while_the_receiver_is_away(
+    receiver: Receiver, http: HTTPClient, log_events: list[dict], watch: RetryWatch, outage
+) -> None:
+    clock = Clock()
+    bound = 1 << 20
+    counted_before = drops_counted("queue_bytes_full")
+    if outage == "down":
+        await receiver.go_down()
+    else:
+        receiver.hang = True
+    service = webhook(
+        receiver, http, clock, max_queued_bytes=bound, timeout=10, first_backoff=1,
+        max_attempts=20,
+    )  # fmt: skip
+    requests = []
+    for number in range(8):  # about 360 KB of JSON each: two fit
+        report = big_report(f"DEVICE-{number % 2}", 200_000)
+        requests.append(MDMRequest(report.enroll_id))
+        await service.command_report(requests[-1], report)
+        assert 0 < service.queued_bytes <= bound
+    assert dropped(log_events) == [r.trace_id for r in requests[2:]]
+    assert drops_counted("queue_bytes_full") - counted_before == 6
+    if outage == "black-holed":
+        await receiver.wait_for(2)
+        clock.advance(10)  # both posts time out
+    retries = [await watch.next_retry() for _ in range(2)]  # one per enrollment
+    assert [r["delay"] for r in retries] == [1, 1]
+    # Back: what was kept is delivered, and the queue has room again.
+    if outage == "down":
+        await receiver.come_up()
+    else:
+        receiver.release()
+    clock.advance(1)
+    offset = len(receiver.requests)
+    recorded = await receiver.wait_for(offset + 2)
+    delivered = {json.loads(r.body)["event_id"] for r in recorded[offset:]}
+    assert delivered == {requests[0].trace_id, requests[1].trace_id}
+    await service.stopService()
+    assert service.queued_bytes == 0
+    service.startService()
+    report = big_report("DEVICE-0", 200_000)
+    again = MDMRequest(report.enroll_id)
+    await service.command_report(again, report)
+    recorded = await receiver.wait_for(offset + 3)
+    assert json.loads(recorded[-1].body)["event_id"] == again.trace_id
+    await service.stopService()
+    assert len(dropped(log_events)) == 6 and service.queued_bytes == 0

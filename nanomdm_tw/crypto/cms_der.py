@@ -14,12 +14,11 @@ are kept as a layout; a later signature equal to it in every other byte
 just those values, which is exactly what a full reading would compare.
 """
 
-import functools
 import hashlib
-from collections import OrderedDict
 
 from cryptography import x509
 
+from ..cache import LRUCache, memoize
 from ..errors import MessageError
 from . import der
 from .signers import HASHES, check_signature, load_certificate, signer_identifiers
@@ -67,7 +66,6 @@ def verify_der(data: bytes, content: bytes) -> x509.Certificate:
     key = data[:_KEY_LENGTH]
     layout = _layouts.get(key)
     if layout is not None and layout.matches(data):
-        _layouts.move_to_end(key)
         return layout.verify(data, content)
     content_info = der.read(data)
     if content_info[3] != len(data):
@@ -126,7 +124,12 @@ def _algorithm(data: bytes, item: der.Element, names: dict[bytes, str]) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=4096)
+# Signers and layouts remembered, and the bytes of signature they may hold.
+_CACHE_SIZE = 4096
+_CACHE_BYTES = 32 << 20
+
+
+@memoize(_CACHE_SIZE, _CACHE_BYTES)
 def _signer(head: bytes, signer_fields: bytes, signature_algorithm: bytes) -> Signer:
     """
     What a signature's SignedData fields between version and signerInfos
@@ -256,17 +259,15 @@ class _Layout:
 
 
 # Layouts by their first bytes (which include the signer's certificate's
-# serial number), most recently used last.
+# serial number).  A layout is a function of the signature's bytes, checked
+# in full but for the changing values: nothing it holds can go stale, so it
+# does not expire (the device's trust and cert auth are checked apart).
 _KEY_LENGTH = 192
-_MAX_LAYOUTS = 4096
-_layouts: OrderedDict[bytes, _Layout] = OrderedDict()
+_layouts: LRUCache[bytes, _Layout] = LRUCache(_CACHE_SIZE, max_bytes=_CACHE_BYTES)
 
 
 def _remember(layout: _Layout) -> None:
     first = layout.constant[0]
     if first[0] != 0 or len(first[1]) < _KEY_LENGTH:
         return  # a changing value within the key: no layout
-    _layouts[first[1][:_KEY_LENGTH]] = layout
-    _layouts.move_to_end(first[1][:_KEY_LENGTH])
-    if len(_layouts) > _MAX_LAYOUTS:
-        _layouts.popitem(last=False)
+    _layouts.put(first[1][:_KEY_LENGTH], layout, weight=layout.length)

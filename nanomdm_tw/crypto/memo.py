@@ -8,25 +8,29 @@ certificate (it caches them by DER), so identity finds it; callers keep a
 cache keyed by the certificate's content behind this for the other objects.
 """
 
-from collections import OrderedDict
 from typing import Generic, TypeVar
 
 from cryptography import x509
+
+from ..cache import FOREVER, LRUCache
 
 Value = TypeVar("Value")
 
 
 class CertificateMemo(Generic[Value]):
     """
-    A bounded map from certificate objects to values (oldest out first).
+    An LRUCache (same ``size``, ``ttl`` and ``clock``) keyed by certificate objects.
 
     An entry keeps its certificate alive, so no other object can take its
     ``id()`` while the entry is here; a lookup also checks it is the same object.
     """
 
-    def __init__(self, size: int):
-        self._entries: OrderedDict[int, tuple[x509.Certificate, Value]] = OrderedDict()
-        self._size = size
+    __slots__ = ("_entries",)
+
+    def __init__(self, size: int, ttl: float | None = None, clock=None):
+        self._entries: LRUCache[int, tuple[x509.Certificate, Value]] = LRUCache(
+            size, ttl, clock
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -37,12 +41,5 @@ class CertificateMemo(Generic[Value]):
             return None
         return entry[1]
 
-    def put(self, cert: x509.Certificate, value: Value) -> None:
-        self._entries[id(cert)] = (cert, value)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def pop(self, cert: x509.Certificate) -> None:
-        entry = self._entries.get(id(cert))
-        if entry is not None and entry[0] is cert:
-            del self._entries[id(cert)]
+    def put(self, cert: x509.Certificate, value: Value, until: float = FOREVER) -> None:
+        self._entries.put(id(cert), (cert, value), until)

@@ -4,13 +4,12 @@ Mdm-Signature (cms_der's strict-DER fast path and cms's general one): the
 signer's certificate and key, parsed once per certificate, and the check.
 """
 
-import functools
-
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from ..cache import memoize
 from ..errors import MessageError
 
 HASHES = {
@@ -20,15 +19,20 @@ HASHES = {
     "sha512": hashes.SHA512,
 }
 
+# Certificates remembered, and the bytes of DER at most (a signature carries
+# whatever certificates its sender likes, up to the 1 MiB header limit).
+CACHE_SIZE = 4096
+CACHE_BYTES = 16 << 20
 
-@functools.lru_cache(maxsize=4096)
+
+@memoize(CACHE_SIZE, CACHE_BYTES)
 def load_certificate(der: bytes) -> tuple[x509.Certificate, object]:
     """Parsed once per device: the same identity signs every request it sends."""
     cert = x509.load_der_x509_certificate(der)
     return cert, cert.public_key()
 
 
-@functools.lru_cache(maxsize=4096)
+@memoize(CACHE_SIZE, CACHE_BYTES)
 def signer_identifiers(der: bytes) -> tuple[bytes, int, bytes | None]:
     """(issuer DER, serial, key identifier) of a certificate, read once per certificate."""
     cert = asn1_x509.Certificate.load(der)

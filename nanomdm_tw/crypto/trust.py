@@ -12,14 +12,13 @@ unenroll working fleets.
 """
 
 import datetime
-import time
-from collections import OrderedDict
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
+from ..cache import WALL_CLOCK, LRUCache
 from ..errors import AuthenticationError
 from .memo import CertificateMemo
 
@@ -27,10 +26,9 @@ _CLIENT_USAGES = frozenset(
     {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
 )
 
-
-class _WallClock:
-    def seconds(self) -> float:
-        return time.time()
+# Verdicts kept, and for how long at most (less when the chain expires sooner).
+CACHE_SIZE = 10_000
+CACHE_TTL = 60.0
 
 
 def load_pem_certificates(pems: bytes) -> list[x509.Certificate]:
@@ -45,10 +43,10 @@ class TrustStore:
     Verifies device certificates against the configured CAs, with a cache.
 
     A device presents the same certificate on every request, so a success
-    is remembered (by the SHA-256 of the DER) until the earliest notAfter in
-    its chain.  Failures are not remembered: a fixed CA file or clock must
-    take effect at once.  ``clock`` (an ``IReactorTime``) is the time both
-    for validity and for the cache.
+    is remembered (keyed by the DER) for ``cache_ttl`` seconds, or until the
+    earliest notAfter in its chain if sooner.  Failures are not remembered:
+    a fixed CA file or clock must take effect at once.  ``clock`` (an
+    ``IReactorTime``) is the time both for validity and for the cache.
     """
 
     def __init__(
@@ -56,7 +54,8 @@ class TrustStore:
         ca_pems: bytes,
         intermediate_pems: bytes = b"",
         clock=None,
-        cache_size: int = 10000,
+        cache_size: int = CACHE_SIZE,
+        cache_ttl: float = CACHE_TTL,
     ):
         roots = load_pem_certificates(ca_pems)
         if not roots:
@@ -66,11 +65,17 @@ class TrustStore:
             crypto.X509.from_cryptography(cert)
             for cert in load_pem_certificates(intermediate_pems)
         ]
-        self._clock = clock or _WallClock()
-        self._cache_size = cache_size
-        self._verified: OrderedDict[x509.Certificate, float] = OrderedDict()
-        # The same verdicts found by object identity first (see memo.py).
-        self._recent: CertificateMemo[float] = CertificateMemo(cache_size)
+        self._clock = clock or WALL_CLOCK
+        self._cache_ttl = cache_ttl
+        # Until when each certificate's verdict holds, by its DER (x509.Certificate
+        # hashes and compares by it, cheaper than a fingerprint) ...
+        self._verified: LRUCache[x509.Certificate, float] = LRUCache(
+            cache_size, cache_ttl, self._clock
+        )
+        # ... and the same verdicts found by object identity first (see memo.py).
+        self._recent: CertificateMemo[float] = CertificateMemo(
+            cache_size, cache_ttl, self._clock
+        )
 
     @classmethod
     def from_files(
@@ -83,23 +88,14 @@ class TrustStore:
 
     def verify(self, cert: x509.Certificate) -> None:
         """Raise AuthenticationError unless ``cert`` is a valid client cert of ours."""
-        now = self._clock.seconds()
-        expires = self._recent.get(cert)
-        if expires is not None and now < expires:
+        if self._recent.get(cert) is not None:
             return
-        key = cert  # hashed and compared by its DER, cheaper than a fingerprint
-        expires = self._verified.get(key)
-        if expires is not None:
-            if now < expires:
-                self._verified.move_to_end(key)
-                self._recent.put(cert, expires)
-                return
-            del self._verified[key]
-            self._recent.pop(cert)
-        expires = self._verified[key] = self._verify_chain(cert, now)
-        self._recent.put(cert, expires)
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
+        expires = self._verified.get(cert)
+        if expires is None:
+            now = self._clock.seconds()
+            expires = min(self._verify_chain(cert, now), now + self._cache_ttl)
+            self._verified.put(cert, expires, until=expires)
+        self._recent.put(cert, expires, until=expires)
 
     def _verify_chain(self, cert: x509.Certificate, now: float) -> float:
         """Verify at time ``now``; the time until which the result holds."""

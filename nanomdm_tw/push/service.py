@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..cache import LRUCache
 from ..metrics import server_metrics
 from ..storage.interfaces import PushInfo
 from .apns import PRODUCTION_URL, APNsClient, PushResult
@@ -56,8 +57,12 @@ def result_label(result: PushResult) -> str:
 
 
 # Seconds a cached APNs client is trusted before storage is asked whether its
-# push certificate was renewed (by this server or another sharing the database).
+# push certificate was renewed or deleted (by this server or another sharing
+# the database).
 STALE_CHECK_INTERVAL = 2.0
+# Topics with a client (and its connection) kept open, least recently pushed
+# to closed first.
+MAX_CLIENTS = 1000
 
 class UnusablePushCert(ValueError):
     """The stored push cert or key cannot be loaded for TLS."""
@@ -82,7 +87,8 @@ class PushService(Service):
     ``stale_check_interval``: a cached client is trusted this many seconds
     after its stale token was last confirmed, so a burst of pushes costs one
     storage round trip per topic, and a renewal is picked up within that
-    time.  The other options are passed to each APNsClient.
+    time.  At most ``max_clients`` topics keep a client.  The other options
+    are passed to each APNsClient.
     """
 
     _log = Logger()
@@ -97,6 +103,7 @@ class PushService(Service):
         expiration: float | None = None,
         stale_check_interval: float = STALE_CHECK_INTERVAL,
         clock: IReactorTime | None = None,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         self._store = store
         self._reactor = reactor
@@ -109,7 +116,12 @@ class PushService(Service):
             clock=clock,
         )
         self._stale_check_interval = stale_check_interval
-        self._providers: dict[str, _Provider] = {}
+        # Stale checks, not an expiry, keep these current: a client and its
+        # connection outlive many checks.
+        self._providers: LRUCache[str, _Provider] = LRUCache(
+            max_clients, on_evict=self._evicted
+        )
+        # Only the topics being pushed to: a device reports any topic it likes.
         self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
         self._retiring: set[Deferred[None]] = set()
 
@@ -142,7 +154,7 @@ class PushService(Service):
         ``stale_check_interval``.
         """
         stale_token = await self._store.store_push_cert(topic, cert_pem, key_pem)
-        provider = self._providers.pop(topic, None)
+        provider = self._providers.pop(topic)
         if provider is not None:
             self._retire(provider.client)
             self._log.info("push cert of topic {topic} replaced", topic=topic)
@@ -157,9 +169,9 @@ class PushService(Service):
 
     async def close(self) -> None:
         """Close every client, after the pushes they carry are answered."""
-        providers, self._providers = self._providers, {}
-        for provider in providers.values():
+        for provider in self._providers.values():
             self._retire(provider.client)
+        self._providers.clear()
         await gatherResults(list(self._retiring))
 
     async def _push_topic(
@@ -167,18 +179,23 @@ class PushService(Service):
     ) -> dict[str, PushResult]:
         # The pushes are handed to the client while the topic's lock is held,
         # so a client being replaced concurrently is closed only after them.
-        async with self._locks[topic]:
-            try:
-                client = await self._client_for(topic)
-            except UnusablePushCert as e:
-                client, reason = None, str(e)
-            else:
-                reason = NO_PUSH_CERT
-            if client is None:
-                return {info.enrollment_id: PushResult(reason=reason) for info in infos}
-            pending = client.push_many(
-                [(info.token, info.push_magic) for info in infos], topic
-            )
+        lock = self._locks[topic]
+        try:
+            async with lock:
+                try:
+                    client = await self._client_for(topic)
+                except UnusablePushCert as e:
+                    client, reason = None, str(e)
+                else:
+                    reason = NO_PUSH_CERT
+                if client is None:
+                    return {info.enrollment_id: PushResult(reason=reason) for info in infos}
+                pending = client.push_many(
+                    [(info.token, info.push_magic) for info in infos], topic
+                )
+        finally:
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(topic, None)
         results = await pending
         return {info.enrollment_id: r for info, r in zip(infos, results)}
 
@@ -189,12 +206,15 @@ class PushService(Service):
         if provider is not None:
             if now - provider.checked_at < self._stale_check_interval:
                 return provider.client
-            if not await self._store.is_push_cert_stale(topic, provider.stale_token):
-                provider.checked_at = now
-                return provider.client
-            del self._providers[topic]
-            self._retire(provider.client)
-            self._log.info("push cert of topic {topic} replaced", topic=topic)
+            stale = await self._store.is_push_cert_stale(topic, provider.stale_token)
+            # Unless store_push_cert or an eviction closed it meanwhile:
+            if self._providers.get(topic) is provider:
+                if not stale:
+                    provider.checked_at = now
+                    return provider.client
+                self._providers.pop(topic)
+                self._retire(provider.client)
+                self._log.info("push cert of topic {topic} replaced", topic=topic)
         cert = await self._store.retrieve_push_cert(topic)
         if cert is None:
             return None
@@ -205,8 +225,11 @@ class PushService(Service):
         except Exception as e:
             self._log.failure("push cert of topic {topic} unusable", topic=topic)
             raise UnusablePushCert(f"{UNUSABLE_PUSH_CERT}: {e}") from e
-        self._providers[topic] = _Provider(client, cert.stale_token, now)
+        self._providers.put(topic, _Provider(client, cert.stale_token, now))
         return client
+
+    def _evicted(self, provider: _Provider) -> None:
+        self._retire(provider.client)
 
     def _retire(self, client: APNsClient) -> None:
         closing = Deferred.fromCoroutine(client.close())

@@ -9,10 +9,9 @@ a certificate associated with it.  Refusals happen before the next service
 runs, so nothing of a refused request is stored.
 """
 
-from collections import OrderedDict
-
 from zope.interface import implementer
 
+from ..cache import LRUCache
 from ..crypto import identity
 from ..errors import AuthenticationError, MessageError
 from ..logs import make_logger
@@ -26,6 +25,12 @@ NO_CERT_REUSE = "cert re-use not permitted"
 NO_CERT_ASSOC = "enrollment not associated with cert"
 OTHER_CERT_ASSOC = "enrollment has another cert associated"
 
+# Associations confirmed by storage are remembered this long, for this many
+# (enrollment, certificate) pairs: an association deleted in the database
+# (by any process) stops being honoured here within CACHE_TTL seconds.
+CACHE_SIZE = 50_000
+CACHE_TTL = 60.0
+
 
 @implementer(IMDMService)
 class CertAuthService:
@@ -33,6 +38,8 @@ class CertAuthService:
     ``retro`` (NanoMDM's ``-retro``) lets an enrollment enrolled before cert
     auth was turned on gain an association on any request; it never
     replaces an association, nor takes a certificate associated elsewhere.
+
+    ``clock`` (an ``IReactorTime``) times the cache of confirmed pairs.
     """
 
     _log = make_logger("nanomdm_tw.services.certauth")
@@ -42,21 +49,18 @@ class CertAuthService:
         next_service: IMDMService,
         store: ICertAuthStore,
         retro: bool = False,
-        cache_size: int = 50_000,
+        cache_size: int = CACHE_SIZE,
+        cache_ttl: float = CACHE_TTL,
+        clock=None,
     ):
         self._next = next_service
         self._store = store
         self._retro = retro
-        # Pairs seen associated.  Associations are never removed, so a pair
-        # once confirmed stays valid: this saves a storage round trip on
-        # every request of a device we have already seen.
-        self._confirmed: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._cache_size = cache_size
-
-    def _remember(self, pair: tuple[str, str]) -> None:
-        self._confirmed[pair] = None
-        if len(self._confirmed) > self._cache_size:
-            self._confirmed.popitem(last=False)
+        # Pairs seen associated: saves a storage round trip on nearly every
+        # request of a device we have already seen.
+        self._confirmed: LRUCache[tuple[str, str], bool] = LRUCache(
+            cache_size, cache_ttl, clock
+        )
 
     async def checkin(
         self, request: MDMRequest, message: CheckinMessage
@@ -87,7 +91,7 @@ class CertAuthService:
             if not await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
                 raise self._refusal(request, cert_hash, NO_CERT_REUSE)
         await self._store.associate_cert_hash(enrollment_id, cert_hash)
-        self._remember((enrollment_id, cert_hash))
+        self._confirmed.put((enrollment_id, cert_hash), True)
         self._log.debug(
             "cert auth: associated cert_hash={cert_hash} enrollment_id={enrollment_id}"
             " trace_id={trace_id}",
@@ -101,11 +105,10 @@ class CertAuthService:
         enrollment_id = request.enroll_id.device_channel_id
         cert_hash = self._cert_hash(request)
         pair = (enrollment_id, cert_hash)
-        if pair in self._confirmed:
-            self._confirmed.move_to_end(pair)
+        if self._confirmed.get(pair):
             return
         if await self._store.is_cert_hash_associated(enrollment_id, cert_hash):
-            self._remember(pair)
+            self._confirmed.put(pair, True)
             return
         if not self._retro:
             raise self._refusal(request, cert_hash, NO_CERT_ASSOC)
@@ -114,7 +117,7 @@ class CertAuthService:
         if await self._store.has_cert_hash(cert_hash):
             raise self._refusal(request, cert_hash, NO_CERT_REUSE)
         await self._store.associate_cert_hash(enrollment_id, cert_hash)
-        self._remember(pair)
+        self._confirmed.put(pair, True)
         self._log.info(
             "cert auth: retroactively associated cert_hash={cert_hash}"
             " enrollment_id={enrollment_id} trace_id={trace_id}",

@@ -56,6 +56,7 @@ class Integrations(Service):
                 settings.webhook_hmac_key.encode("utf-8"),
                 reactor,
                 timeout=settings.webhook_timeout,
+                max_queued_bytes=settings.webhook_queue_bytes,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:

@@ -6,10 +6,16 @@ for it.  Unlike NanoMDM, which posts once and forgets, a failed delivery
 (refused, timed out, not 2xx) is retried with exponential backoff, up to
 ``max_attempts`` times.  Events of one enrollment are delivered one at a
 time, in the order the requests came; enrollments do not wait for each
-other.  At most ``max_queued`` events wait in memory; beyond that the new
-event is dropped.  Every dropped event is logged with its event ID (the
-request's trace ID).  Shut-down gives pending deliveries ``shutdown_grace``
-seconds, then drops what is left.
+other.  At most ``max_queued`` events, of ``max_queued_bytes`` of JSON in
+all, wait in memory; beyond either bound the new event is dropped.  Every
+dropped event is counted (``nanomdm_webhook_drops_total{reason}``) and
+logged with its event ID (the request's trace ID).  Shut-down gives pending
+deliveries ``shutdown_grace`` seconds, then drops what is left.
+
+A full queue refuses the newest event rather than dropping the oldest: the
+oldest of an enrollment is the one being posted (cancelling it mid-request
+could deliver it twice), the others wait behind it in order, and what is
+refused is known at once, while the request that made it is still in the log.
 """
 
 import base64
@@ -38,8 +44,12 @@ HMAC_HEADER = b"X-Hmac-Signature"
 TRACE_ID_HEADER = b"X-Trace-ID"
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
 
+# Bytes of event JSON waiting in memory, at most (per server process).
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
+
 # Why an event was dropped: the metric's label values.
 QUEUE_FULL = "queue_full"
+QUEUE_BYTES_FULL = "queue_bytes_full"
 SHUTTING_DOWN = "shutting_down"
 BAD_EVENT = "bad_event"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
@@ -56,11 +66,17 @@ class DeliveryError(Exception):
 
 @dataclass
 class _Pending:
-    """A queued event; ``body`` fires once its JSON is built (the tally may be read first)."""
+    """
+    A queued event; ``body`` fires once its JSON is built (the tally may be
+    read first), with None if the bytes bound refused it.  ``size``: the
+    bytes it counts against that bound.  An event is dropped at most once.
+    """
 
     event_id: str
     topic: str
     body: Deferred = field(repr=False)
+    size: int = 0
+    dropped: bool = False
 
 
 @implementer(IMDMService)
@@ -80,6 +96,7 @@ class WebhookService(Service):
         first_backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_queued: int = 10_000,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
         shutdown_grace: float = 3.0,
     ):
         if clock is None:
@@ -94,11 +111,18 @@ class WebhookService(Service):
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
         self._max_queued = max_queued
+        self._max_queued_bytes = max_queued_bytes
         self._shutdown_grace = shutdown_grace
         self._queues: dict[str, deque[_Pending]] = {}
         self._senders: dict[str, Deferred] = {}
         self._queued = 0
+        self._queued_bytes = 0
         self._abandoned = False
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of event JSON waiting in memory now."""
+        return self._queued_bytes
 
     # IMDMService: build the event, queue it, return at once.
 
@@ -140,6 +164,7 @@ class WebhookService(Service):
             body.addErrback(lambda _: None)
             self._dropped(pending, QUEUE_FULL if self.running else SHUTTING_DOWN)
             return
+        body.addCallback(self._admit, pending)
         enrollment_id = request.enroll_id.id
         self._queues.setdefault(enrollment_id, deque()).append(pending)
         self._queued += 1
@@ -149,21 +174,40 @@ class WebhookService(Service):
                 self._senders[enrollment_id] = sender
             sender.addBoth(self._sender_done, enrollment_id)
 
+    def _admit(self, body: bytes, pending: _Pending) -> bytes | None:
+        """The JSON is built: it stays queued if the bytes bound allows."""
+        if pending.dropped:
+            return None
+        if self._queued_bytes + len(body) > self._max_queued_bytes:
+            self._dropped(
+                pending,
+                QUEUE_BYTES_FULL,
+                f"{len(body)} bytes, {self._queued_bytes} of {self._max_queued_bytes} queued",
+            )
+            return None
+        pending.size = len(body)
+        self._queued_bytes += pending.size
+        return body
+
+    def _leave(self, pending: _Pending) -> None:
+        self._queued -= 1
+        self._queued_bytes -= pending.size
+
     def _sender_done(self, result: object, enrollment_id: str) -> None:
         """Whatever is still queued when a sender ends (cancelled at shut-down) is lost."""
         self._senders.pop(enrollment_id, None)
         if isinstance(result, Failure) and not result.check(CancelledError):
             self._log.failure("webhook sender failed", result)
         for pending in self._queues.pop(enrollment_id, ()):
-            self._queued -= 1
-            self._dropped(pending, SHUTTING_DOWN, "before delivery")
+            self._leave(pending)
+            if not pending.dropped:
+                self._dropped(pending, SHUTTING_DOWN, "before delivery")
 
     async def _drain(self, enrollment_id: str) -> None:
         queue = self._queues[enrollment_id]
         while queue:
             await self._deliver(queue[0])
-            queue.popleft()
-            self._queued -= 1
+            self._leave(queue.popleft())
         del self._queues[enrollment_id]
 
     async def _deliver(self, pending: _Pending) -> None:
@@ -174,6 +218,8 @@ class WebhookService(Service):
         except Exception as e:
             self._dropped(pending, BAD_EVENT, repr(e))
             return
+        if body is None:
+            return  # refused by the bytes bound (counted and logged then)
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await self._post(pending, body)
@@ -225,6 +271,7 @@ class WebhookService(Service):
 
     def _dropped(self, pending: _Pending, reason: str, detail: str = "") -> None:
         """``reason``: one of the constants above; ``detail`` for the log only."""
+        pending.dropped = True
         server_metrics().webhook_drops.labels(reason).inc()
         self._log.error(
             "webhook event dropped event_id={event_id} topic={topic}: {reason}{detail}",
