@@ -272,3 +272,22 @@ async def test_binary_result_refused(tmp_path: Path, storage_spec) -> None:  # n
         code, content = await put(server, "/mdm", body, signed(d.identity, body, REPORT))
         assert code == 400, content
         assert uuid_of(await d.idle()) == queued
+
+
+@pytest_twisted.ensureDeferred
+async def test_cert_header_with_unreadable_name_refused(tmp_path: Path) -> None:
+    """cryptography parses a certificate lazily, OpenSSL refused its name: was a 500."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    async with serve(tmp_path, cert_header="X-Client-Cert") as server:
+        der = make_identity(server.ca).cert.public_bytes(Encoding.DER)
+        broken = der.replace(b"nanomdm-sim", b"\xffanomdm-sim")  # UTF8String, not UTF-8
+        pem = x509.load_der_x509_certificate(broken).public_bytes(Encoding.PEM)
+        ids = fresh_ids()
+        body = plistlib.dumps({"MessageType": "Authenticate", **ids, "Topic": "t"})
+        headers = {"Content-Type": [CHECKIN], "X-Client-Cert": [urllib.parse.quote(pem.decode())]}
+        code, content = await put(server, "/mdm", body, headers)
+        assert code == 400, content
+        assert not await stored_anything_of(server, ids["UDID"])
+        await device(server, auth="header:X-Client-Cert").enroll()
