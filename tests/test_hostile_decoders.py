@@ -105,7 +105,11 @@ def test_broken_reports_are_refused_or_well_formed(raw: bytes) -> None:
         assert isinstance(report, CommandReport) and isinstance(report.command_uuid, str)
 
 
-@pytest.mark.parametrize("name", sorted(named_documents(IDS)))
+# Well-formed, only too long for NanoMDM's MySQL and PostgreSQL columns: those refuse them.
+STORABLE_SOMEWHERE = {"huge string", "long identifier", "long push magic"}
+
+
+@pytest.mark.parametrize("name", sorted(set(named_documents(IDS)) - STORABLE_SOMEWHERE))
 def test_named_attacks_are_refused(name: str) -> None:
     # Duplicate keys: the last value wins, as in plistlib; here an integer Topic.
     with pytest.raises(MessageError):
