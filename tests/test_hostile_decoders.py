@@ -29,6 +29,7 @@ from nanomdm_tw.tools.sim import make_identity
 from .hostile_inputs import (
     CHECKIN_FIELDS,
     REPORT_FIELDS,
+    STORABLE_SOMEWHERE,
     base64_text,
     bounded,
     broken_plist,
@@ -103,10 +104,6 @@ def test_broken_reports_are_refused_or_well_formed(raw: bytes) -> None:
     report = decodes_or_refuses(decode_command_report, raw)
     if report is not None:
         assert isinstance(report, CommandReport) and isinstance(report.command_uuid, str)
-
-
-# Well-formed, only too long for NanoMDM's MySQL and PostgreSQL columns: those refuse them.
-STORABLE_SOMEWHERE = {"huge string", "long identifier", "long push magic"}
 
 
 @pytest.mark.parametrize("name", sorted(set(named_documents(IDS)) - STORABLE_SOMEWHERE))
