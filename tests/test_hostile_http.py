@@ -440,3 +440,30 @@ async def test_hostile_authproxy_requests(tmp_path: Path) -> None:
             await runs.run(hostile_proxy_request)
     finally:
         await target.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_split_endpoints(tmp_path: Path) -> None:
+    """--checkin: check-ins on /checkin, reports on /mdm, each refusing the other's hostile forms."""
+    async with serve(tmp_path, checkin=True) as server:
+        sentinel = device(server, checkin_path="/checkin")
+        await sentinel.enroll()
+        runs = Runs()
+
+        @bounded(100)
+        @given(st.sampled_from(["/checkin", "/mdm"]), st.data())
+        @runs
+        def hostile_split(path, data) -> None:
+            ids = fresh_ids()
+            message_type = data.draw(st.sampled_from(sorted(CHECKIN_FIELDS)))
+            message = {"MessageType": message_type, **ids, **CHECKIN_FIELDS[message_type]}
+            body = data.draw(broken_plist(message) | st.just(plistlib.dumps(message)))
+            identity = make_identity(server.ca)
+            code, content = on_reactor(put, server, path, body, signed(identity, body, CHECKIN))
+            # A check-in is never a command report, whatever its Content-Type says.
+            device_answer_ok(code, content, must_refuse=path == "/mdm")
+            if code >= 400:
+                assert not on_reactor(stored_anything_of, server, ids["UDID"])
+            assert on_reactor(sentinel.idle).code == 200
+
+        await runs.run(hostile_split)
