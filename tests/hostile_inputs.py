@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 
 from nanomdm_tw.mdm.messages import CHECKIN_TYPES
 
-# Bounded and reproducible: the same examples on every run, no example
-# database, and no deadline (a loopback request on a busy 2-core machine).
 def bounded(examples: int):
+    """
+    Hypothesis settings: bounded and reproducible, the same examples on every
+    run, no example database, no deadline (loopback requests on a busy machine).
+    """
     return settings(
         max_examples=examples,
         derandomize=True,
@@ -93,21 +95,18 @@ def _xml(message: dict[str, Any]) -> bytes:
     return plistlib.dumps(message)
 
 
+# Bytes XML text must not hold, or holds only with care, for insertion into a plist.
+XML_TROUBLE = [b"\x00", b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"<", b"&", b"]]>", b"<!--",
+               b"&#0;", b"&#xD800;", b"\r"]
+
+
 @st.composite
 def broken_plist(draw, message: dict[str, Any]) -> bytes:
-    """``message`` as a plist, then broken: truncated, bytes flipped, inserted or re-encoded."""
+    """``message`` as a plist (XML or binary), then mutated or re-encoded."""
     raw = draw(st.sampled_from([_xml(message), plistlib.dumps(message, fmt=plistlib.FMT_BINARY)]))
-    how = draw(st.sampled_from(["truncate", "flip", "insert", "utf16", "latin1"]))
-    if how == "truncate":
-        return raw[: draw(st.integers(0, len(raw) - 1))]
-    if how == "flip":
-        at = draw(st.integers(0, len(raw) - 1))
-        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
-    if how == "insert":
-        at = draw(st.integers(0, len(raw)))
-        junk = draw(st.sampled_from([b"\x00", b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"<", b"&",
-                                     b"]]>", b"<!--", b"&#0;", b"&#xD800;", b"\r"]) | st.binary(max_size=8))
-        return raw[:at] + junk + raw[at:]
+    how = draw(st.sampled_from(["mutate", "utf16", "latin1"]))
+    if how == "mutate":
+        return draw(mutated(raw, st.sampled_from(XML_TROUBLE) | st.binary(min_size=1, max_size=8)))
     text = raw.decode("utf-8", "replace") if raw[:1] == b"<" else raw.decode("latin-1")
     return text.encode("utf-16" if how == "utf16" else "latin-1", "replace")
 
@@ -248,12 +247,12 @@ def _nested_definite(depth: int) -> bytes:
 
 
 @st.composite
-def mutated(draw, raw: bytes) -> bytes:
-    """``raw`` truncated, with bytes flipped, or with junk inserted."""
+def mutated(draw, raw: bytes, junk: st.SearchStrategy = st.binary(min_size=1, max_size=8)) -> bytes:
+    """``raw`` truncated, with a byte flipped, or with ``junk`` inserted."""
     how = draw(st.sampled_from(["truncate", "flip", "insert"]))
     at = draw(st.integers(0, len(raw) - 1))
     if how == "truncate":
         return raw[:at]
     if how == "flip":
         return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
-    return raw[:at] + draw(st.binary(min_size=1, max_size=8)) + raw[at:]
+    return raw[:at] + draw(junk) + raw[at:]

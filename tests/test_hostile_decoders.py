@@ -40,6 +40,7 @@ from .hostile_inputs import (
     plist_values,
     report_with_wrong_field,
     signature_variants,
+    wrong_type,
 )
 
 IDS = {"UDID": "0000-HOSTILE"}
@@ -84,9 +85,24 @@ def test_broken_checkins_are_refused_or_well_formed(raw: bytes) -> None:
         valid_checkin_shape(message)
 
 
+def every_field(fields: dict[str, dict]) -> list[tuple[str, str]]:
+    return [(kind, key) for kind, values in sorted(fields.items())
+            for key in sorted({**IDS, "MessageType": kind, **values})]
+
+
+@bounded(30)
+@given(st.data())
+def test_every_checkin_field_of_the_wrong_type_is_refused(data) -> None:
+    for message_type, key in every_field(CHECKIN_FIELDS):  # each example tries them all
+        message = {"MessageType": message_type, **IDS, **CHECKIN_FIELDS[message_type]}
+        message[key] = data.draw(wrong_type(message[key]), label=f"{message_type}.{key}")
+        with pytest.raises(MessageError):
+            decode_checkin(plistlib.dumps(message))
+
+
 @bounded(300)
 @given(checkin_with_wrong_field(IDS))
-def test_every_checkin_field_of_the_wrong_type_is_refused(message: dict) -> None:
+def test_wrong_field_checkins_are_refused(message: dict) -> None:
     with pytest.raises(MessageError):
         decode_checkin(plistlib.dumps(message))
 
