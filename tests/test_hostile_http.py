@@ -11,6 +11,7 @@ in the test's own reactor as usual.
 import base64
 import functools
 import itertools
+import json
 import os
 import plistlib
 import urllib.parse
@@ -42,7 +43,7 @@ from .hostile_inputs import (
     report_with_wrong_field,
     signature_variants,
 )
-from .inspection_client import device, storage_spec  # noqa: F401 (a fixture)
+from .inspection_client import call, device, storage_spec  # noqa: F401 (a fixture)
 from .serving import serve
 from .test_mdm_http import enqueue_commands, uuid_of
 
@@ -266,6 +267,12 @@ async def test_hostile_cert_headers(tmp_path: Path) -> None:
         await runs.run(hostile_cert_header)
 
 
+# Commands whose fields are too long for NanoMDM's MySQL/PostgreSQL columns.
+LONG_COMMANDS = [
+    plistlib.dumps({"CommandUUID": "u" * 300, "Command": {"RequestType": "ProfileList"}}),
+    plistlib.dumps({"CommandUUID": "u", "Command": {"RequestType": "R" * 300}}),
+]
+
 API_PATHS = [
     "/v1/enqueue/{id}", "/v1/push/{id}", "/v1/enrollments", "/v1/enrollments/{id}",
     "/v1/queue/{id}", "/v1/commands/{id}", "/v1/pushcert", "/v1/escrowkeyunlock", "/migration",
@@ -289,7 +296,8 @@ async def test_hostile_api_requests(tmp_path: Path, storage_spec) -> None:  # no
             st.sampled_from(sorted(named_documents({"UDID": "HOSTILE-API"}).values()))
             | broken_plist({"CommandUUID": "u", "Command": {"RequestType": "ProfileList"}})
             | st.binary(max_size=200)
-            | st.sampled_from([b"", b"{}", b"[]", b'{"a": 1e999999}', b'"\\ud800"', b"{" * 5000]),
+            | st.sampled_from([b"", b"{}", b"[]", b'{"a": 1e999999}', b'"\\ud800"', b"{" * 5000])
+            | st.sampled_from(LONG_COMMANDS),
             st.sampled_from(["", "?limit=-1", "?limit=99999999999999999999", "?cursor=%ff",
                              "?offset=x&limit=1", "?ids=" + "a," * 20_000]),
         )
@@ -305,10 +313,12 @@ async def test_hostile_api_requests(tmp_path: Path, storage_spec) -> None:  # no
             code, content = on_reactor(send)
             if 400 <= code < 500:
                 assert on_reactor(snapshot, server, sentinel.id) == before, (method, url)
-            if path == "/v1/push/{id}" and code == 500:
-                # NanoMDM's rule, kept for its clients: 500 when every ID's push failed,
-                # each failure named (an unknown enrollment, no push certificate here).
-                assert b'"push_error"' in content, content
+            if path in ("/v1/push/{id}", "/v1/enqueue/{id}") and code == 500:
+                # NanoMDM's rule, kept for its clients: 500 when every ID failed, each
+                # failure named (no push certificate here, a command UUID already queued).
+                status = json.loads(content)["status"]
+                assert all({"push_error", "command_error"} & set(result)
+                           for result in status.values()), content
             else:
                 assert code < 500, (method, url, content)
             assert on_reactor(sentinel.idle).code == 200
@@ -467,3 +477,18 @@ async def test_hostile_split_endpoints(tmp_path: Path) -> None:
             assert on_reactor(sentinel.idle).code == 200
 
         await runs.run(hostile_split)
+
+
+@pytest.mark.parametrize("command", LONG_COMMANDS, ids=["CommandUUID", "RequestType"])
+@pytest_twisted.ensureDeferred
+async def test_command_fields_too_long_for_a_column(tmp_path: Path, storage_spec, command) -> None:  # noqa: F811
+    """Was a 500 on MySQL and PostgreSQL: a JSON 400 there, nothing queued; stored elsewhere."""
+    async with serve(tmp_path, storage=storage_spec) as server:
+        d = device(server)
+        await d.enroll()
+        code, document = await call(server, "PUT", f"/v1/enqueue/{d.id}?nopush=1", command)
+        if storage_spec.name in ("mysql", "pgsql"):
+            assert code == 400 and "command_error" in document, document
+            assert (await d.idle()).plist is None
+        else:
+            assert code == 200, document
