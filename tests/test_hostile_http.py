@@ -182,6 +182,7 @@ async def test_hostile_reports(tmp_path: Path, storage_spec) -> None:  # noqa: F
             | st.builds(plistlib.dumps, report_with_wrong_field(ids))
             | st.builds(lambda v: plistlib.dumps({**ids, **REPORT_FIELDS, "Result": v}, fmt=plistlib.FMT_BINARY), plist_values)
             | st.sampled_from(sorted(named_documents(ids).values()))
+            | st.just(plistlib.dumps({**ids, **REPORT_FIELDS, "CommandUUID": "c" * 300}))
         )
         @runs
         def hostile_report(body: bytes) -> None:
@@ -492,3 +493,16 @@ async def test_command_fields_too_long_for_a_column(tmp_path: Path, storage_spec
             assert (await d.idle()).plist is None
         else:
             assert code == 200, document
+
+
+@pytest_twisted.ensureDeferred
+async def test_report_command_uuid_too_long_for_a_column(tmp_path: Path, storage_spec) -> None:  # noqa: F811
+    """Was a 500 on PostgreSQL (command_results.command_uuid is a VARCHAR(127)): a 400, the queue kept."""
+    async with serve(tmp_path, storage=storage_spec) as server:
+        d = device(server)
+        await d.enroll()
+        (queued,) = await enqueue_commands(server, [d.id], "ProfileList")
+        answer = await d.report("Acknowledged", "c" * 300)
+        # MySQL keeps results only of commands it knows (none by that UUID): nothing to refuse.
+        assert answer.code == (400 if storage_spec.name == "pgsql" else 200), answer.body
+        assert uuid_of(await d.idle()) == queued
