@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
 from ..cache import WALL_CLOCK, LRUCache
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, MessageError
 from .memo import CertificateMemo
 
 _CLIENT_USAGES = frozenset(
@@ -104,9 +104,11 @@ class TrustStore:
         for root in self._roots:
             store.add_cert(root)
         store.set_time(datetime.datetime.fromtimestamp(now, datetime.timezone.utc))
-        context = crypto.X509StoreContext(
-            store, crypto.X509.from_cryptography(cert), self._intermediates
-        )
+        try:
+            candidate = crypto.X509.from_cryptography(cert)
+        except crypto.Error:  # cryptography parses lazily; OpenSSL refuses what it cannot read
+            raise MessageError("device certificate is malformed")
+        context = crypto.X509StoreContext(store, candidate, self._intermediates)
         try:
             chain = [c.to_cryptography() for c in context.get_verified_chain()]
         except crypto.X509StoreContextError as e:

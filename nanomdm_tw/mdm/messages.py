@@ -21,6 +21,7 @@ REPORT_STATUSES = frozenset(
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     if not raw:
         raise MessageError(f"empty {what}")
+    _require_text(raw, what)
     try:
         value = plist.loads(raw)
     except Exception as e:  # plistlib raises many types on bad input
@@ -28,6 +29,24 @@ def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MessageError(f"{what} plist is not a dictionary")
     return value
+
+
+def _require_text(raw: bytes, what: str) -> None:
+    """
+    Refuse what is not UTF-8 text without NUL, so not an XML plist as devices send.
+
+    Check-ins, results and commands are kept as text (NanoMDM's MySQL and
+    PostgreSQL columns, the webhook's JSON), and those refuse anything else:
+    a binary or UTF-16 plist, or a NUL that only a binary plist can carry,
+    would be a 500 there and stored elsewhere. One answer on every backend.
+    """
+    if b"\x00" not in raw:
+        try:
+            raw.decode("utf-8")
+            return
+        except UnicodeDecodeError:
+            pass
+    raise MessageError(f"{what}: send the plist as XML in UTF-8 (it is kept as text)")
 
 
 # The plist keys of Enrollment's fields, in their order.
@@ -302,16 +321,8 @@ def decode_command(raw: bytes) -> Command:
     """
     Decode a raw command plist; it must have CommandUUID and Command.RequestType.
 
-    It must be UTF-8 text without NUL, so XML: NanoMDM's MySQL and PostgreSQL
-    tables keep commands in text columns, which refuse anything else (a 500
-    there, a command stored elsewhere: one answer on every backend instead).
+    Like every message it must be UTF-8 text without NUL (``_require_text``).
     """
-    try:
-        text_ok = "\x00" not in raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text_ok = False
-    if not text_ok:
-        raise MessageError("command: send the plist as XML in UTF-8 (commands are kept as text)")
     values = _load_dict(raw, "command")
     f = _Fields(values, "command")
     command_uuid = f.string("CommandUUID", required=True)

@@ -181,12 +181,14 @@ class EnqueueResource(Resource):
                 ids, raw = enrollment_ids(request), read_body(request)
             command = decode_command(raw)
         except MessageError as e:
-            context["error"] = str(e)
-            return json_body(request, {"command_error": str(e)}, e.status)
+            return _command_refused(request, e)
         context["enrollment_id"] = ids[0] if len(ids) == 1 else f"{ids[0]}(+{len(ids) - 1})"
         context["outcome"] = "enqueue " + command.command_uuid
         no_push = self._pusher is None or bool(url_params(request).get("nopush"))
-        errors = await self._enqueuer.enqueue_command(ids, command)
+        try:
+            errors = await self._enqueuer.enqueue_command(ids, command)
+        except MessageError as e:  # the database refused a value (too long for its column)
+            return _command_refused(request, e)
         document: dict = {}
         if errors:
             document["status"] = {i: {"command_error": e} for i, e in errors.items()}
@@ -199,6 +201,12 @@ class EnqueueResource(Resource):
         return json_body(request, document, result_status(document, len(ids)))
 
     render_POST = render_PUT
+
+
+def _command_refused(request: Request, error: MessageError) -> bytes:
+    """The client's mistake in an enqueue, as NanoMDM's JSON ``command_error``."""
+    request.nanomdm_context["error"] = str(error)
+    return json_body(request, {"command_error": str(error)}, error.status)
 
 
 class PushResource(Resource):

@@ -46,6 +46,8 @@ _TIMED_OUT = {1969, 3024, 1205}
 _NOT_CONNECTED = {2002, 2003}  # cannot connect (socket, TCP)
 # The connection died mid-way: the COMMIT may or may not have happened.
 _CONNECTION_LOST = {2006, 2013, 2055}  # gone away, lost during query, lost
+# A client's value does not fit NanoMDM's columns (strict mode refuses, never truncates).
+_VALUE_REFUSED = {1366, 1406}  # incorrect string value, data too long
 
 
 def _error_code(error: BaseException) -> int | None:
@@ -193,6 +195,9 @@ class MySQLStorage(NetworkedStorage):
     @staticmethod
     def always_retryable(error: BaseException) -> bool:
         return _error_code(error) in _ROLLED_BACK | _NOT_CONNECTED
+
+    def _refuses_value(self, error: BaseException) -> bool:
+        return _error_code(error) in _VALUE_REFUSED
 
     columns_query = (
         "SELECT CONCAT(table_name, '.', column_name) FROM information_schema.columns "

@@ -163,6 +163,10 @@ class PgSQLStorage(NetworkedStorage):
         """BYTEA, as NanoMDM's schema has it (plain bytes are bound as text here)."""
         return psycopg.Binary(value)
 
+    def _refuses_value(self, error: BaseException) -> bool:
+        """SQLSTATE class 22, data exception: too long for a VARCHAR column, say."""
+        return isinstance(error, psycopg.DataError)
+
     @staticmethod
     def always_retryable(error: BaseException) -> bool:
         return isinstance(error, CannotConnect) or (

@@ -110,6 +110,9 @@ class SQLBase:
             return self._pool.runInteraction(self._admitted, ticket, fn, *args)
 
         def failed(failure: Failure) -> Failure:
+            if self._refuses_value(failure.value):
+                # The transaction rolled back: nothing of the request is stored.
+                raise MessageError("a value is too long or not valid for its database column")
             if not failure.check(MessageError):  # a client's mistake is no storage error
                 server_metrics().storage_errors.labels(fn.__name__).inc()
             if self._timeout and self._timed_out(failure.value):
@@ -151,6 +154,13 @@ class SQLBase:
         if ticket is not None:
             self._admission.begin(ticket)
         return self._transaction(txn, fn, *args)
+
+    def _refuses_value(self, error: BaseException) -> bool:
+        """
+        Whether the database refused a value a client sent (too long for its
+        column, say): the client's mistake, a 400, not a storage fault.
+        """
+        return False
 
     def _transaction(self, txn: Transaction, fn: Callable[..., Any], *args: Any) -> Any:
         self._current.name = fn.__name__
