@@ -10,6 +10,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from ..offload import Offload
 from ..storage.interfaces import ITokenUpdateTallyStore
 from .dm import DeclarativeManagementForwarder
 from .interfaces import IMDMService
@@ -28,7 +29,14 @@ class Integrations(Service):
     server: stopping lets the webhook finish (briefly), then closes the pool.
     """
 
-    def __init__(self, settings, storage: ITokenUpdateTallyStore, reactor, get_token):
+    def __init__(
+        self,
+        settings,
+        storage: ITokenUpdateTallyStore,
+        reactor,
+        get_token,
+        offload: Offload | None = None,
+    ):
         super().__init__()
         self.pool = HTTPConnectionPool(reactor)
         self.agent = Agent(reactor, pool=self.pool)
@@ -43,6 +51,7 @@ class Integrations(Service):
                 settings.dm_send_hmac_key.encode("utf-8"),
                 settings.dm_recv_hmac_key.encode("utf-8"),
                 reactor,
+                offload=offload,
             )
         if settings.webhook_url:
             self.webhook = WebhookService(
@@ -51,6 +60,7 @@ class Integrations(Service):
                 storage,
                 settings.webhook_hmac_key.encode("utf-8"),
                 reactor,
+                offload=offload,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:

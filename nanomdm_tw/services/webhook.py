@@ -9,7 +9,8 @@ time, in the order the requests came; enrollments do not wait for each
 other.  At most ``max_queued`` events wait in memory; beyond that the new
 event is dropped.  Every dropped event is logged with its event ID (the
 request's trace ID).  Shut-down gives pending deliveries ``shutdown_grace``
-seconds, then drops what is left.
+seconds, then drops what is left.  The JSON of a big message (base64 of
+megabytes) is built in an Offload thread, not on the reactor.
 """
 
 import base64
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,6 +30,7 @@ from zope.interface import implementer
 from ..mdm import messages as m
 from ..mdm.request import MDMRequest
 from ..metrics import server_metrics
+from ..offload import Offload, run_if_big
 from ..storage.interfaces import ITokenUpdateTallyStore
 from . import webhook_event
 from .interfaces import IMDMService
@@ -109,6 +111,7 @@ class WebhookService(Service):
         max_backoff: float = 60.0,
         max_queued: int = 10_000,
         shutdown_grace: float = 3.0,
+        offload: Offload | None = None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -123,6 +126,7 @@ class WebhookService(Service):
         self._max_backoff = max_backoff
         self._max_queued = max_queued
         self._shutdown_grace = shutdown_grace
+        self._offload = offload
         self._queues: dict[str, deque[_Pending]] = {}
         self._senders: dict[str, Deferred] = {}
         self._queued = 0
@@ -139,16 +143,15 @@ class WebhookService(Service):
                 self._token_update_body(request, message, created_at)
             )
         else:
-            event = webhook_event.checkin_event(request, message, created_at)
-            body = succeed(webhook_event.encode_event(event))
+            body = self._body(message, webhook_event.checkin_event, request, message, created_at)
         self._enqueue(request, webhook_event.checkin_topic(message), body)
         return None
 
     async def command_report(
         self, request: MDMRequest, report: m.CommandReport
     ) -> m.Command | None:
-        event = webhook_event.acknowledge_event(request, report, self._clock.seconds())
-        body = succeed(webhook_event.encode_event(event))
+        created_at = self._clock.seconds()
+        body = self._body(report, webhook_event.acknowledge_event, request, report, created_at)
         self._enqueue(request, webhook_event.CONNECT_TOPIC, body)
         return None
 
@@ -157,8 +160,15 @@ class WebhookService(Service):
     ) -> bytes:
         """The core stored this TokenUpdate before we run: the tally counts it."""
         tally = await self._tally_store.retrieve_token_update_tally(request.enroll_id.id)
-        event = webhook_event.checkin_event(request, message, created_at, tally)
-        return webhook_event.encode_event(event)
+        return await self._body(
+            message, webhook_event.checkin_event, request, message, created_at, tally
+        )
+
+    def _body(self, message: m.Message, make_event, *args) -> Deferred:
+        """The JSON of ``make_event(*args)``; a big message's built in a thread."""
+        return run_if_big(
+            self._offload, len(message.raw), webhook_event.encoded, make_event, *args
+        )
 
     # Queues, one per enrollment, each drained by one sender.
 
