@@ -129,7 +129,7 @@ def build_root(
         escrow = EscrowKeyUnlockResource(
             storage, reactor, settings.escrow_key_unlock_url, settings.apns_ca_pem()
         )
-        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs))
+        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs, offload))
         if settings.migration:
             # Check-ins from another server's export: API-authenticated, no device identity.
             migration_chain = build_service_chain(

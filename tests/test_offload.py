@@ -98,7 +98,8 @@ async def test_idle_is_answered_while_a_big_report_is_decoded_and_it_arrives_who
         await small.enroll()
         command = make_command("InstalledApplicationList")
         command_uuid = plistlib.loads(command)["CommandUUID"]
-        assert (await enqueue(server.http, server.url, server.api_key, [big.id], command)).code == 200
+        answer = await enqueue(server.http, server.url, server.api_key, [big.id], command)
+        assert answer.code == 200
         assert (await big.idle()).plist["CommandUUID"] == command_uuid
         assert watched.calls == []  # nothing small went to the pool
 
@@ -186,6 +187,25 @@ async def test_big_bodies_are_dumped_and_refused_from_a_thread(
         assert answer.code == 400
         assert b"digest does not match" in await answer.content()
         assert (await d.idle()).code == 200  # still serving
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_command_is_decoded_in_a_thread_and_delivered_whole(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        watched = Watched(server.service.offload)
+        d = device(server)
+        await d.enroll()
+        profile = b"<profile/>" * (DEFAULT_THRESHOLD // 5)
+        command = make_command("InstallProfile", Payload=profile)
+        answer = await enqueue(server.http, server.url, server.api_key, [d.id], command)
+        assert answer.code == 200, answer.body
+        assert watched.names == {"_read_command"}
+        assert (await d.idle()).body == command
+
+        bad = command.replace(b"<key>Command</key>", b"<key>Commando</key>")
+        answer = await enqueue(server.http, server.url, server.api_key, [d.id], bad)
+        assert answer.code == 400  # refused from the thread: no Command.RequestType
+        assert json.loads(answer.body) == {"command_error": "command: missing RequestType"}
 
 
 @pytest_twisted.ensureDeferred
