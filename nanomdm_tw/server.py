@@ -27,6 +27,7 @@ from .crypto.trust import TrustStore
 from .logs import set_debug
 from .metrics.processes import share_between_processes, stop_sharing
 from .metrics.queuedepth import QueueDepthSampler, queue_depth_sampler
+from .offload import Offload
 from .push.service import PushService
 from .resources.authproxy import AuthProxyResource
 from .resources.api import APIGuard, Pusher, build_api
@@ -75,6 +76,7 @@ def build_service_chain(
     storage: IStorage,
     cert_auth: bool = True,
     integrations: Integrations | None = None,
+    offload: Offload | None = None,
 ) -> IMDMService:
     """
     Core service last (with the webhook beside it), cert auth before it,
@@ -91,7 +93,7 @@ def build_service_chain(
     if cert_auth:
         chain = CertAuthService(chain, storage, retro=settings.retro)
     if settings.dump:
-        chain = DumpService(chain, sys.stdout)
+        chain = DumpService(chain, sys.stdout, offload)
     return chain
 
 
@@ -104,11 +106,15 @@ def build_root(
     reactor=None,
     integrations: Integrations | None = None,
     push_certs: IPushCertStore | None = None,
+    offload: Offload | None = None,
 ) -> Resource:
+    """``offload``: where big bodies are decoded (None: on the reactor, as tests may)."""
     root = Directory()
     root.putChild(b"version", VersionResource())
     if not settings.disable_mdm:
-        chain = build_service_chain(settings, storage, integrations=integrations)
+        chain = build_service_chain(
+            settings, storage, integrations=integrations, offload=offload
+        )
         if settings.auth_proxy_url and integrations is not None:
             root.putChild(
                 b"authproxy",
@@ -122,10 +128,10 @@ def build_root(
                 ),
             )
         if settings.checkin:
-            root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.REPORTS))
-            root.putChild(b"checkin", MDMEndpoint(chain, identity, Accepts.CHECKINS))
+            root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.REPORTS, offload))
+            root.putChild(b"checkin", MDMEndpoint(chain, identity, Accepts.CHECKINS, offload))
         else:
-            root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.BOTH))
+            root.putChild(b"mdm", MDMEndpoint(chain, identity, Accepts.BOTH, offload))
     if api_key:
         escrow = EscrowKeyUnlockResource(
             storage,
@@ -134,11 +140,13 @@ def build_root(
             settings.apns_ca_pem(),
             settings.http_timeout,
         )
-        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs))
+        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs, offload))
         if settings.migration:
             # Check-ins from another server's export: API-authenticated, no device identity.
-            migration_chain = build_service_chain(settings, storage, cert_auth=False)
-            migration = MDMEndpoint(migration_chain, None, Accepts.CHECKINS)
+            migration_chain = build_service_chain(
+                settings, storage, cert_auth=False, offload=offload
+            )
+            migration = MDMEndpoint(migration_chain, None, Accepts.CHECKINS, offload)
             root.putChild(b"migration", APIGuard(api_key, migration))
     return root
 
@@ -168,6 +176,7 @@ class NanoMDMService(Service):
         self.get_token_registry = GetTokenRegistry()
         self.integrations: Integrations | None = None
         self.pruners: list[HistoryPruner] = []
+        self.offload = Offload(reactor)
 
     def startService(self) -> None:
         super().startService()
@@ -249,8 +258,9 @@ class NanoMDMService(Service):
             expiration=settings.push_expiration,
             timeout=settings.apns_timeout,
         )
+        self.offload.start()
         self.integrations = Integrations(
-            settings, storage, self._reactor, self.get_token_registry
+            settings, storage, self._reactor, self.get_token_registry, self.offload
         )
         self.integrations.startService()
         root = build_root(
@@ -262,6 +272,7 @@ class NanoMDMService(Service):
             self._reactor,
             self.integrations,
             push_certs=self.push_service,
+            offload=self.offload,
         )
         if not settings.metrics_listen:
             for name, resource in observing.items():
@@ -363,6 +374,7 @@ class NanoMDMService(Service):
             await self.integrations.stopService()
         if self.push_service is not None:
             await self.push_service.close()
+        self.offload.stop()  # after the webhook: its last events may be encoding there
         if self.storage is not None:
             await self.storage.close()
         if self._metrics_folder is not None:  # last: counting may go on until here

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import MessageError
 from . import cms_der, der
+from .content import Content, content_bytes, content_digest
 from .signers import HASHES, check_signature, load_certificate, signer_identifiers
 
 MAX_SIGNATURE_HEADER = 64 * 1024
@@ -98,7 +99,7 @@ def sign_detached(content: bytes, cert: x509.Certificate, key) -> bytes:
     ).dump()
 
 
-def verify_detached(signature_der: bytes, content: bytes) -> x509.Certificate:
+def verify_detached(signature_der: bytes, content: Content) -> x509.Certificate:
     """
     Check a detached SignedData over ``content``; return the signer's certificate.
 
@@ -118,7 +119,7 @@ def verify_detached(signature_der: bytes, content: bytes) -> x509.Certificate:
         raise MessageError(f"malformed signature: {e.__class__.__name__}")
 
 
-def decode_mdm_signature(header_value: bytes | str, body: bytes) -> x509.Certificate:
+def decode_mdm_signature(header_value: bytes | str, body: Content) -> x509.Certificate:
     """The device certificate proven by an Mdm-Signature header over ``body``."""
     if isinstance(header_value, str):
         header_value = header_value.encode("ascii", "replace")
@@ -132,7 +133,7 @@ def decode_mdm_signature(header_value: bytes | str, body: bytes) -> x509.Certifi
     return verify_detached(signature_der, content=body)
 
 
-def _verify(signature_der: bytes, content: bytes) -> x509.Certificate:
+def _verify(signature_der: bytes, content: Content) -> x509.Certificate:
     """The strict-DER fast path; anything it does not take goes to asn1crypto."""
     try:
         return cms_der.verify_der(signature_der, content)
@@ -143,7 +144,7 @@ def _verify(signature_der: bytes, content: bytes) -> x509.Certificate:
 _MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 
 
-def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
+def _verify_general(signature_der: bytes, content: Content) -> x509.Certificate:
     content_info = cms.ContentInfo.load(signature_der, strict=True)
     if content_info["content_type"].native != "signed_data":
         raise MessageError("signature is not CMS SignedData")
@@ -161,9 +162,9 @@ def _verify_general(signature_der: bytes, content: bytes) -> x509.Certificate:
 
     signed_attrs = signer_info["signed_attrs"]
     if isinstance(signed_attrs, core.Void):
-        signed_bytes = content
+        signed_bytes = content_bytes(content)
     else:
-        digest = hashlib.new(hash_name, content).digest()
+        digest = content_digest(content, hash_name)
         if _message_digest(signed_attrs) != digest:
             raise MessageError("message digest does not match the body")
         # The signature covers the attributes' DER with a SET tag, not the [0] tag.

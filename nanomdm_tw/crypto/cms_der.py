@@ -14,13 +14,12 @@ are kept as a layout; a later signature equal to it in every other byte
 just those values, which is exactly what a full reading would compare.
 """
 
-import hashlib
-
 from cryptography import x509
 
 from ..cache import LRUCache, memoize
 from ..errors import MessageError
 from . import der
+from .content import Content, content_bytes, content_digest
 from .signers import HASHES, check_signature, load_certificate, signer_identifiers
 
 _SIGNED_DATA = der.encode_oid("1.2.840.113549.1.7.2")
@@ -57,7 +56,7 @@ _CONTEXT_0, _CONTEXT_1, _CONTEXT_0_PRIMITIVE = 0xA0, 0xA1, 0x80
 Signer = tuple[x509.Certificate, object, str, str]
 
 
-def verify_der(data: bytes, content: bytes) -> x509.Certificate:
+def verify_der(data: bytes, content: Content) -> x509.Certificate:
     """
     The signer's certificate if ``data`` is a valid detached signature over
     ``content``; MessageError or InvalidSignature if not, DERError if it is
@@ -96,10 +95,10 @@ def verify_der(data: bytes, content: bytes) -> x509.Certificate:
     signature = fields[5 if signed_attrs else 4]
     der.expect(signature, _OCTET_STRING)
     if signed_attrs is None:
-        signed_bytes = content
+        signed_bytes = content_bytes(content)
     else:
         digest, unread = _signed_attributes(data, signed_attrs)
-        if data[digest[2] : digest[3]] != hashlib.new(hash_name, content).digest():
+        if data[digest[2] : digest[3]] != content_digest(content, hash_name):
             raise MessageError("message digest does not match the body")
         # The signature covers the attributes with a SET tag, not the [0] tag.
         signed_bytes = bytes([_SET]) + data[signed_attrs[1] + 1 : signed_attrs[3]]
@@ -243,9 +242,9 @@ class _Layout:
             data.startswith(part, offset) for offset, part in self.constant
         )
 
-    def verify(self, data: bytes, content: bytes) -> x509.Certificate:
+    def verify(self, data: bytes, content: Content) -> x509.Certificate:
         cert, public_key, hash_name, signature_algo = self.signer
-        if data[self.digest[0] : self.digest[1]] != hashlib.new(hash_name, content).digest():
+        if data[self.digest[0] : self.digest[1]] != content_digest(content, hash_name):
             raise MessageError("message digest does not match the body")
         start, end = self.attributes
         check_signature(

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from ..errors import MessageError
 from .certheader import certificate_from_header
 from .cms import decode_mdm_signature
+from .content import Content
 from .memo import CertificateMemo
 from .trust import TrustStore
 
@@ -43,8 +44,13 @@ class DeviceIdentity:
         self._trust = trust
         self._cert_header = cert_header.encode("ascii") if cert_header else None
 
+    @property
+    def checks_body_signature(self) -> bool:
+        """Mdm-Signature mode: the whole body is hashed (not so behind a cert header)."""
+        return self._cert_header is None
+
     def certificate(
-        self, headers_get: Callable[[bytes], bytes | None], body: bytes
+        self, headers_get: Callable[[bytes], bytes | None], body: Content
     ) -> x509.Certificate:
         """
         The verified device certificate of a request.

@@ -100,6 +100,7 @@ class Message:
     enrollment: Enrollment
     enroll_id: EnrollID
     raw: bytes = field(repr=False)
+    # The decoded plist; of a big body, only its keys (see resources/mdm.py).
     values: dict[str, Any] = field(repr=False)
 
 

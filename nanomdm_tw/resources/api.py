@@ -11,6 +11,7 @@ commands) live in their own modules; ``build_api`` puts them in the tree.
 
 import hmac
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ from twisted.web.server import Request
 
 from ..crypto.pushcert import parse_push_certificate
 from ..errors import MessageError, StorageBusy
-from ..mdm.messages import decode_command
+from ..mdm.messages import Command, decode_command
+from ..offload import Offload
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
 from .clienttext import checked_text
@@ -156,18 +158,32 @@ def fanout_methods(resource: Resource, request: Request) -> tuple[bytes, ...] | 
     return (b"POST",) if not request.postpath else allowed_methods(type(resource))
 
 
+def _read_command(request: Request) -> tuple[list[str], Command]:
+    """The IDs and the command of an enqueue request, from its path or its JSON body."""
+    if is_json_fanout(request):
+        ids, raw = enqueue_request(read_body(request))
+    else:
+        ids, raw = enrollment_ids(request), read_body(request)
+    return ids, decode_command(raw)
+
+
 class EnqueueResource(Resource):
     """
     ``PUT /v1/enqueue/{id,id,...}[?nopush=1]``: queue one raw command to many
     IDs; ``POST /v1/enqueue`` takes the IDs and the command in a JSON body.
+    A big command (a profile of megabytes) is read and decoded in an Offload thread.
     """
 
     isLeaf = True
 
-    def __init__(self, enqueuer: ICommandEnqueuer, pusher: Pusher | None):
+    def __init__(
+        self, enqueuer: ICommandEnqueuer, pusher: Pusher | None, offload: Offload | None = None
+    ):
         super().__init__()
         self._enqueuer = enqueuer
         self._pusher = pusher
+        self._offload = offload
+        self._big = offload.threshold if offload is not None else sys.maxsize
 
     allowed_methods_for = fanout_methods
 
@@ -175,11 +191,10 @@ class EnqueueResource(Resource):
     async def render_PUT(self, request: Request) -> bytes:
         context = request.nanomdm_context
         try:
-            if is_json_fanout(request):
-                ids, raw = enqueue_request(read_body(request))
+            if request.received > self._big:
+                ids, command = await self._offload.run(_read_command, request)
             else:
-                ids, raw = enrollment_ids(request), read_body(request)
-            command = decode_command(raw)
+                ids, command = _read_command(request)
         except MessageError as e:
             return _command_refused(request, e)
         context["enrollment_id"] = ids[0] if len(ids) == 1 else f"{ids[0]}(+{len(ids) - 1})"
@@ -310,6 +325,7 @@ def build_api(
     pusher: Pusher | None,
     escrow: IResource | None = None,
     push_certs: IPushCertStore | None = None,
+    offload: Offload | None = None,
 ) -> APIGuard:
     """
     The ``/v1`` tree behind its Basic-auth guard.
@@ -320,7 +336,7 @@ def build_api(
     v1 = Directory()
     if escrow is not None:
         v1.putChild(b"escrowkeyunlock", escrow)
-    v1.putChild(b"enqueue", EnqueueResource(storage, pusher))
+    v1.putChild(b"enqueue", EnqueueResource(storage, pusher, offload))
     v1.putChild(b"enrollments", EnrollmentsResource(storage))
     v1.putChild(b"queue", QueueResource(storage, storage))
     v1.putChild(b"commands", CommandsResource(storage))

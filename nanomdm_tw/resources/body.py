@@ -16,7 +16,7 @@ DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 
 class LimitedRequest(Request):
     body_too_large = False
-    _received = 0
+    received = 0  # bytes of body so far: its length once rendering starts
 
     def _limit(self) -> int:
         site = getattr(self.channel, "site", None)
@@ -31,8 +31,8 @@ class LimitedRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_too_large:
             return
-        self._received += len(data)
-        if self._received > self._limit():
+        self.received += len(data)
+        if self.received > self._limit():
             self.body_too_large = True
             self.content.seek(0)
             self.content.truncate()

@@ -11,7 +11,8 @@ X-Enrollment-ParentID (user channels), the request in X-Trace-ID.  The
 reply body goes back to the device; any status but 200 is an error (a 500
 to the device).  With ``--dm-send-hmac-key`` the request body is signed
 in X-Hmac-Signature; with ``--dm-recv-hmac-key`` the reply must carry a
-valid signature of its body, or the device gets an error.
+valid signature of its body, or the device gets an error.  Signatures
+of big bodies are computed in an Offload thread.
 """
 
 import hmac
@@ -26,6 +27,7 @@ from ..errors import HTTPStatusError
 from ..mdm.messages import DeclarativeManagement
 from ..mdm.request import MDMRequest
 from ..deadline import within
+from ..offload import Offload, run_if_big
 from .webhook import HMAC_HEADER, TRACE_ID_HEADER, hmac_signature
 
 
@@ -54,6 +56,7 @@ class DeclarativeManagementForwarder:
         recv_hmac_key: bytes = b"",
         clock=None,
         timeout: float = 30.0,
+        offload: Offload | None = None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -63,6 +66,7 @@ class DeclarativeManagementForwarder:
         self._recv_hmac_key = recv_hmac_key
         self._clock = clock
         self._timeout = timeout
+        self._offload = offload
         if not url.endswith("/"):
             self._log.warn(
                 "--dm URL {url} has no trailing slash: its last path segment"
@@ -108,7 +112,7 @@ class DeclarativeManagementForwarder:
         if message.data:
             headers[b"Content-Type"] = [b"application/json"]
         if self._send_hmac_key:
-            headers[HMAC_HEADER] = [hmac_signature(self._send_hmac_key, message.data)]
+            headers[HMAC_HEADER] = [await self._signature(self._send_hmac_key, message.data)]
         method = "PUT" if message.data else "GET"
         response = await self._http.request(
             method,
@@ -121,10 +125,13 @@ class DeclarativeManagementForwarder:
         if self._recv_hmac_key:
             # As NanoMDM: the signature is checked before the status.
             signature = response.headers.getRawHeaders(HMAC_HEADER, [b""])[0]
-            expected = hmac_signature(self._recv_hmac_key, body)
+            expected = await self._signature(self._recv_hmac_key, body)
             if not hmac.compare_digest(signature, expected):
                 raise ValueError("reply has no valid " + HMAC_HEADER.decode())
         return response.code, body
+
+    def _signature(self, key: bytes, body: bytes) -> Deferred:
+        return run_if_big(self._offload, len(body), hmac_signature, key, body)
 
     def _failed(self, request: MDMRequest, url: str, reason: str) -> ForwardingError:
         self._log.warn(

@@ -10,6 +10,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from ..offload import Offload
 from ..storage.interfaces import ITokenUpdateTallyStore
 from .dm import DeclarativeManagementForwarder
 from .interfaces import IMDMService
@@ -28,7 +29,14 @@ class Integrations(Service):
     server: stopping lets the webhook finish (briefly), then closes the pool.
     """
 
-    def __init__(self, settings, storage: ITokenUpdateTallyStore, reactor, get_token):
+    def __init__(
+        self,
+        settings,
+        storage: ITokenUpdateTallyStore,
+        reactor,
+        get_token,
+        offload: Offload | None = None,
+    ):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -47,6 +55,7 @@ class Integrations(Service):
                 settings.dm_recv_hmac_key.encode("utf-8"),
                 reactor,
                 timeout=settings.http_timeout,
+                offload=offload,
             )
         if settings.webhook_url:
             self.webhook = WebhookService(
@@ -57,6 +66,7 @@ class Integrations(Service):
                 reactor,
                 timeout=settings.webhook_timeout,
                 max_queued_bytes=settings.webhook_queue_bytes,
+                offload=offload,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:

@@ -16,6 +16,9 @@ A full queue refuses the newest event rather than dropping the oldest: the
 oldest of an enrollment is the one being posted (cancelling it mid-request
 could deliver it twice), the others wait behind it in order, and what is
 refused is known at once, while the request that made it is still in the log.
+
+The JSON of a big message (base64 of megabytes) is built in an Offload
+thread, not on the reactor.
 """
 
 import base64
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +39,7 @@ from ..deadline import within
 from ..mdm import messages as m
 from ..mdm.request import MDMRequest
 from ..metrics import server_metrics
+from ..offload import Offload, run_if_big
 from ..storage.interfaces import ITokenUpdateTallyStore
 from . import webhook_event
 from .interfaces import IMDMService
@@ -98,6 +102,7 @@ class WebhookService(Service):
         max_queued: int = 10_000,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         shutdown_grace: float = 3.0,
+        offload: Offload | None = None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -113,6 +118,7 @@ class WebhookService(Service):
         self._max_queued = max_queued
         self._max_queued_bytes = max_queued_bytes
         self._shutdown_grace = shutdown_grace
+        self._offload = offload
         self._queues: dict[str, deque[_Pending]] = {}
         self._senders: dict[str, Deferred] = {}
         self._queued = 0
@@ -135,16 +141,15 @@ class WebhookService(Service):
                 self._token_update_body(request, message, created_at)
             )
         else:
-            event = webhook_event.checkin_event(request, message, created_at)
-            body = succeed(webhook_event.encode_event(event))
+            body = self._body(message, webhook_event.checkin_event, request, message, created_at)
         self._enqueue(request, webhook_event.checkin_topic(message), body)
         return None
 
     async def command_report(
         self, request: MDMRequest, report: m.CommandReport
     ) -> m.Command | None:
-        event = webhook_event.acknowledge_event(request, report, self._clock.seconds())
-        body = succeed(webhook_event.encode_event(event))
+        created_at = self._clock.seconds()
+        body = self._body(report, webhook_event.acknowledge_event, request, report, created_at)
         self._enqueue(request, webhook_event.CONNECT_TOPIC, body)
         return None
 
@@ -153,8 +158,15 @@ class WebhookService(Service):
     ) -> bytes:
         """The core stored this TokenUpdate before we run: the tally counts it."""
         tally = await self._tally_store.retrieve_token_update_tally(request.enroll_id.id)
-        event = webhook_event.checkin_event(request, message, created_at, tally)
-        return webhook_event.encode_event(event)
+        return await self._body(
+            message, webhook_event.checkin_event, request, message, created_at, tally
+        )
+
+    def _body(self, message: m.Message, make_event, *args) -> Deferred:
+        """The JSON of ``make_event(*args)``; a big message's built in a thread."""
+        return run_if_big(
+            self._offload, len(message.raw), webhook_event.encoded, make_event, *args
+        )
 
     # Queues, one per enrollment, each drained by one sender.
 

@@ -10,6 +10,7 @@ NanoMDM (and MicroMDM before it) parse exactly this.
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -111,3 +112,8 @@ def encode_event(event: dict[str, Any]) -> bytes:
     for character, escaped in _GO_ESCAPES.items():
         text = text.replace(character, escaped)
     return text.encode("utf-8")
+
+
+def encoded(make_event: Callable[..., dict[str, Any]], *args: Any) -> bytes:
+    """The JSON of the event ``make_event(*args)`` builds: one call, to run in a thread."""
+    return encode_event(make_event(*args))

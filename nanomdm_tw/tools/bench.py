@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 from twisted.internet import task
@@ -40,9 +39,10 @@ from ..storage.dsn import parse_dsn
 from ..workers import AUTO, default_workers, usable_cpus
 from ..storage.sqlite import SQLiteStorage
 from . import schema, seed
+from .bench_big import big_report_table, idle_beside_big_reports
 from .bench_report import Figure, scaling_table, seeded_table, table
-from .loadgen import HOST, WorkerResult, Workload, worker_main
-from .sim import Prepared, SimulatedDevice, enqueue, make_command, make_identity
+from .loadgen import HOST, WorkerResult, Workload, raw_request, worker_main
+from .sim import SimulatedDevice, enqueue, make_command, make_identity
 
 # The folder holding the nanomdm_tw package this bench runs from (and twisted/plugins).
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -203,18 +203,6 @@ reactor.run()
 # Preparing the devices and their requests.
 
 
-def _raw(prepared: Prepared) -> bytes:
-    url = urlsplit(prepared.url)
-    lines = [f"PUT {url.path} HTTP/1.1", f"Host: {url.netloc}"]
-    lines += [
-        f"{name}: {value}"
-        for name, values in prepared.headers.items()
-        for value in values
-    ]
-    lines.append(f"Content-Length: {len(prepared.body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + prepared.body
-
-
 @dataclass
 class _Device:
     sim: SimulatedDevice
@@ -238,9 +226,9 @@ def _prepare_devices(url: str, ca: DevelopmentCA, count: int) -> list[_Device]:
         devices.append(
             _Device(
                 sim,
-                _raw(sim.prepare_checkin("Authenticate", **topic_fields)),
-                _raw(sim.prepare_token_update()),
-                _raw(sim.prepare_report("Idle")),
+                raw_request(sim.prepare_checkin("Authenticate", **topic_fields)),
+                raw_request(sim.prepare_token_update()),
+                raw_request(sim.prepare_report("Idle")),
             )
         )
     return devices
@@ -412,6 +400,8 @@ class Bench:
                     untimed_first=True,
                 )
             )
+            if self.args.big_reports:
+                figures += await idle_beside_big_reports(self, server, port, storage, devices)
             for figure in figures:
                 figure.workers = workers
             return figures
@@ -514,7 +504,7 @@ class Bench:
                     "nanomdm-bench: enqueue failed: " + repr(responses[0].body[:200])
                 )
         return [
-            [_raw(d.sim.prepare_report("Acknowledged", u)) for u in uuids]
+            [raw_request(d.sim.prepare_report("Acknowledged", u)) for u in uuids]
             for d in devices
         ]
 
@@ -634,6 +624,11 @@ async def _main(reactor, args: argparse.Namespace) -> None:
         "CPU ms/req: CPU time of all server processes and threads per request (the\n"
         "database server's own CPU not included)."
     )
+    big = big_report_table(figures)
+    if big:
+        print(f"\nIdle while {args.big_reports} devices send {args.big_report_mb} MB"
+              " InstalledApplicationList reports in a loop, against Idle alone:")
+        print(big)
     scaling = scaling_table(figures)
     if scaling:
         print("\nScaling with --workers (req/s against the fewest processes):")
@@ -699,6 +694,15 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="also run each SQL backend on a store seeded with this many queue + result "
         "rows over a tenth as many enrollments, and compare",
+    )
+    parser.add_argument(
+        "--big-reports",
+        type=int,
+        default=3,
+        help="devices sending big reports in a loop during the big-report phase (0: skip it)",
+    )
+    parser.add_argument(
+        "--big-report-mb", type=int, default=20, help="size of each big report in MB"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser

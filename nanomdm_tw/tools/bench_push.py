@@ -36,11 +36,11 @@ from .bench import (
     _free_port,
     _parser,
     _Process,
-    _raw,
     _spawn,
     _twistd,
     _wait_for,
 )
+from .loadgen import raw_request
 from .sim import DEFAULT_TOPIC, SimulatedDevice, make_identity
 
 
@@ -111,7 +111,7 @@ def _enrollments(ca: DevelopmentCA, count: int) -> tuple[list[str], list[list[by
             "Authenticate", Topic=sim.topic, SerialNumber=sim.serial_number
         )
         ids.append(sim.id)
-        sequences.append([_raw(authenticate), _raw(sim.prepare_token_update())])
+        sequences.append([raw_request(authenticate), raw_request(sim.prepare_token_update())])
     return ids, sequences
 
 

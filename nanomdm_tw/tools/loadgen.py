@@ -11,6 +11,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
@@ -19,7 +20,21 @@ from twisted.internet.protocol import Protocol
 
 HOST = "127.0.0.1"
 
-class _Connection(Protocol):
+
+def raw_request(prepared) -> bytes:
+    """A prepared device request (tools.sim.Prepared) as its HTTP/1.1 bytes."""
+    url = urlsplit(prepared.url)
+    lines = [f"PUT {url.path} HTTP/1.1", f"Host: {url.netloc}"]
+    lines += [
+        f"{name}: {value}"
+        for name, values in prepared.headers.items()
+        for value in values
+    ]
+    lines.append(f"Content-Length: {len(prepared.body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + prepared.body
+
+
+class Connection(Protocol):
     """One keep-alive HTTP/1.1 connection carrying one request at a time."""
 
     def __init__(self) -> None:
@@ -105,13 +120,13 @@ class WorkerResult:
 async def _replay(reactor, work: Workload) -> WorkerResult:
     endpoint = TCP4ClientEndpoint(reactor, HOST, work.port)
     connections = [
-        await connectProtocol(endpoint, _Connection()) for _ in range(work.concurrency)
+        await connectProtocol(endpoint, Connection()) for _ in range(work.concurrency)
     ]
     sequences = iter(work.sequences)
     latencies: list[float] = []
     errors = 0
 
-    async def drive(connection: _Connection) -> None:
+    async def drive(connection: Connection) -> None:
         nonlocal errors
         for sequence in sequences:
             for index, raw in enumerate(sequence):
