@@ -7,8 +7,10 @@ for it.  Unlike NanoMDM, which posts once and forgets, a failed delivery
 ``max_attempts`` times.  Events of one enrollment are delivered one at a
 time, in the order the requests came; enrollments do not wait for each
 other.  At most ``max_queued`` events wait in memory; beyond that the new
-event is dropped.  Every dropped event is logged with its event ID (the
-request's trace ID).  Shut-down gives pending deliveries ``shutdown_grace``
+event is dropped.  At most ``MAX_CONCURRENT_DELIVERIES`` posts are in
+flight at once, so a receiver that accepts connections and never answers
+holds that many sockets, not one per enrollment with events waiting.
+Every dropped event is logged with its event ID (the request's trace ID).  Shut-down gives pending deliveries ``shutdown_grace``
 seconds, then drops what is left.
 """
 
@@ -20,7 +22,13 @@ from dataclasses import dataclass, field
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+    succeed,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,6 +50,10 @@ QUEUE_FULL = "queue_full"
 SHUTTING_DOWN = "shutting_down"
 BAD_EVENT = "bad_event"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+# Posts in flight at once, over all enrollments; an attempt's timeout starts
+# once it has a slot.
+MAX_CONCURRENT_DELIVERIES = 32
 
 
 def hmac_signature(key: bytes, body: bytes) -> bytes:
@@ -127,6 +139,7 @@ class WebhookService(Service):
         self._senders: dict[str, Deferred] = {}
         self._queued = 0
         self._abandoned = False
+        self._slots = DeferredSemaphore(MAX_CONCURRENT_DELIVERIES)
 
     # IMDMService: build the event, queue it, return at once.
 
@@ -233,9 +246,13 @@ class WebhookService(Service):
         )
 
     async def _post(self, pending: _Pending, body: bytes) -> None:
-        await within(
-            Deferred.fromCoroutine(self._post_once(pending, body)), self._timeout, self._clock
-        )
+        await self._slots.acquire()
+        try:
+            await within(
+                Deferred.fromCoroutine(self._post_once(pending, body)), self._timeout, self._clock
+            )
+        finally:
+            self._slots.release()
 
     async def _post_once(self, pending: _Pending, body: bytes) -> None:
         headers = {
