@@ -99,8 +99,9 @@ async def test_devices_and_the_api_are_served_while_the_receiver_is_a_black_hole
         ]
         for d in devices:
             await d.enroll()
-        answer = await enqueue(server.http, server.url, server.api_key,
-                               [d.id for d in devices], make_command("ProfileList", "CMD-1"))  # fmt: skip
+        ids = [d.id for d in devices]
+        command = make_command("ProfileList", "CMD-1")
+        answer = await enqueue(server.http, server.url, server.api_key, ids, command)
         assert answer.code == 200
         for d in devices:
             assert (await d.idle()).plist["CommandUUID"] == "CMD-1"

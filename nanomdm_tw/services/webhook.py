@@ -10,8 +10,9 @@ other.  At most ``max_queued`` events wait in memory; beyond that the new
 event is dropped.  At most ``MAX_CONCURRENT_DELIVERIES`` posts are in
 flight at once, so a receiver that accepts connections and never answers
 holds that many sockets, not one per enrollment with events waiting.
-Every dropped event is logged with its event ID (the request's trace ID).  Shut-down gives pending deliveries ``shutdown_grace``
-seconds, then drops what is left.
+Every dropped event is logged with its event ID (the request's trace
+ID).  Shut-down gives pending deliveries ``shutdown_grace`` seconds, then
+drops what is left.
 """
 
 import base64
