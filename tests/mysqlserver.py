@@ -26,7 +26,6 @@ from nanomdm_tw.tools.schema import upgrade
 
 SERVER_DSN = os.environ.get("NANOMDM_TEST_MYSQL", "root@tcp(127.0.0.1:3306)/")
 MARIADBD = "/usr/sbin/mariadbd"
-ENSURE = Path(__file__).parent.parent / "scripts" / "ensure-databases"
 
 
 def _connect(server_dsn: str = SERVER_DSN, **overrides) -> pymysql.connections.Connection:
@@ -53,10 +52,14 @@ def wait_until_up(server_dsn: str = SERVER_DSN, seconds: float = 60.0) -> None:
 
 
 def ensure_server() -> None:
-    """Start the shared MariaDB (via scripts/ensure-databases) unless it answers already."""
-    if not is_up():
-        subprocess.run([str(ENSURE)], check=True)
-        wait_until_up()
+    """
+    Wait briefly for the shared server; tests never start or install one
+    (``make test`` runs scripts/ensure-databases before pytest).
+    """
+    try:
+        wait_until_up(seconds=10)
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}: start it with scripts/ensure-databases") from None
 
 
 class PrivateServer:
@@ -92,6 +95,13 @@ class PrivateServer:
         if self._process is not None:
             self._process.terminate()
             self._process.send_signal(signal.SIGCONT)  # in case it was paused
+            self._process.wait(timeout=60)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL it, as a crash would: no shutdown, recovery from its logs on start."""
+        if self._process is not None:
+            self._process.kill()
             self._process.wait(timeout=60)
             self._process = None
 

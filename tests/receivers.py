@@ -5,6 +5,8 @@ auth proxy targets: they record every request and answer as told.
 ``Receiver`` listens on ``tcp:0:interface=127.0.0.1``; ``go_down()`` stops
 listening and drops open connections, ``come_up()`` listens again on the
 same port.  ``hang = True`` leaves requests unanswered until ``release()``.
+``black_hole()`` accepts connections and reads nothing from them (as a
+frozen process would) until ``wake()``, which serves what they sent.
 """
 
 import io
@@ -15,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -65,6 +67,40 @@ class _Recorder(Resource):
         return NOT_DONE_YET
 
 
+class _Freezable(ProtocolWrapper):
+    """A connection whose bytes are held, unread, while the receiver is a black hole."""
+
+    def __init__(self, factory: "_Connections", wrapped) -> None:
+        super().__init__(factory, wrapped)
+        self._held: list[bytes] | None = [] if factory.frozen else None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            super().dataReceived(data)
+
+    def thaw(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            super().dataReceived(b"".join(held))
+
+
+class _Connections(WrappingFactory):
+    """Keeps the open connections (to cut or thaw them) and their peak count."""
+
+    protocol = _Freezable
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)
+        self.frozen = False
+        self.peak = 0
+
+    def registerProtocol(self, p) -> None:
+        super().registerProtocol(p)
+        self.peak = max(self.peak, len(self.protocols))
+
+
 class _QuietSite(Site):
     def log(self, request: object) -> None:
         """No access log in tests."""
@@ -78,7 +114,7 @@ class Receiver:
         self._hung: list[Request] = []
         self._waiters: list[tuple[int, Deferred]] = []
         # WrappingFactory keeps the open connections, to cut them when going down.
-        self._factory = WrappingFactory(_QuietSite(_Recorder(self)))
+        self._factory = _Connections(_QuietSite(_Recorder(self)))
         self._port: IListeningPort | None = None
         self.port_number = 0
 
@@ -105,6 +141,21 @@ class Receiver:
             self._port = None
 
     stop = go_down
+
+    @property
+    def peak_connections(self) -> int:
+        """The most connections open at once so far."""
+        return self._factory.peak
+
+    def black_hole(self) -> None:
+        """From now on accept connections but read nothing from them."""
+        self._factory.frozen = True
+
+    def wake(self) -> None:
+        """Read and answer what the connections sent meanwhile; serve normally again."""
+        self._factory.frozen = False
+        for protocol in list(self._factory.protocols):
+            protocol.thaw()
 
     def release(self) -> None:
         """Answer the requests left hanging, and stop hanging."""

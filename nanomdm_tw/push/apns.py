@@ -185,6 +185,8 @@ class APNsClient:
         self._connecting: Deferred[APNsConnection] | None = None
         self._topic_headers: dict[str, list[tuple[bytes, bytes]]] = {}
         self.connections_made = 0
+        # Connections in a row that ended before APNs answered any stream.
+        self._unanswered_connections = 0
 
     def push(self, token: bytes, push_magic: str, topic: str) -> Deferred[PushResult]:
         """Wake one enrollment; the Deferred never fails, errors are results."""
@@ -255,6 +257,19 @@ class APNsClient:
         self._log.info("APNs connection ended: {message}", message=message)
         if not connection.was_ready:
             # Set-up failed (TLS, ALPN): retrying now would fail the same way.
+            self._fail_queue(message)
+            return
+        if connection.answers:
+            self._unanswered_connections = 0
+        else:
+            self._unanswered_connections += 1
+        if self._unanswered_connections >= _MAX_SENDS:
+            # APNs ends every connection before answering anything (a GOAWAY
+            # storm): reconnecting at once would loop until the pushes' deadline.
+            self._unanswered_connections = 0
+            message += f" ({_MAX_SENDS} connections in a row ended without an answer)"
+            for push in unprocessed:
+                self._failed(push, message)
             self._fail_queue(message)
             return
         self._retry(unprocessed)

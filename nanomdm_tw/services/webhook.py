@@ -9,8 +9,11 @@ time, in the order the requests came; enrollments do not wait for each
 other.  At most ``max_queued`` events, of ``max_queued_bytes`` of JSON in
 all, wait in memory; beyond either bound the new event is dropped.  Every
 dropped event is counted (``nanomdm_webhook_drops_total{reason}``) and
-logged with its event ID (the request's trace ID).  Shut-down gives pending
-deliveries ``shutdown_grace`` seconds, then drops what is left.
+logged with its event ID (the request's trace ID).  At most
+``MAX_CONCURRENT_DELIVERIES`` posts are in flight at once, so a receiver
+that accepts connections and never answers holds that many sockets, not one
+per enrollment with events waiting.  Shut-down gives pending deliveries
+``shutdown_grace`` seconds, then drops what is left.
 
 A full queue refuses the newest event rather than dropping the oldest: the
 oldest of an enrollment is the one being posted (cancelling it mid-request
@@ -29,7 +32,12 @@ from dataclasses import dataclass, field
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -57,6 +65,10 @@ QUEUE_BYTES_FULL = "queue_bytes_full"
 SHUTTING_DOWN = "shutting_down"
 BAD_EVENT = "bad_event"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+# Posts in flight at once, over all enrollments; an attempt's timeout starts
+# once it has a slot.
+MAX_CONCURRENT_DELIVERIES = 32
 
 
 def hmac_signature(key: bytes, body: bytes) -> bytes:
@@ -124,6 +136,7 @@ class WebhookService(Service):
         self._queued = 0
         self._queued_bytes = 0
         self._abandoned = False
+        self._slots = DeferredSemaphore(MAX_CONCURRENT_DELIVERIES)
 
     @property
     def queued_bytes(self) -> int:
@@ -263,9 +276,13 @@ class WebhookService(Service):
         )
 
     async def _post(self, pending: _Pending, body: bytes) -> None:
-        await within(
-            Deferred.fromCoroutine(self._post_once(pending, body)), self._timeout, self._clock
-        )
+        await self._slots.acquire()
+        try:
+            await within(
+                Deferred.fromCoroutine(self._post_once(pending, body)), self._timeout, self._clock
+            )
+        finally:
+            self._slots.release()
 
     async def _post_once(self, pending: _Pending, body: bytes) -> None:
         headers = {

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from twisted.enterprise.adbapi import ConnectionPool, Transaction
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
+from ..errors import HTTPStatusError
 from .dialect import Dialect
 from .sql import SQLStorage
 
@@ -37,6 +40,16 @@ def database_path(dsn: str) -> Path:
 DEFAULT_BUSY_TIMEOUT = 10.0
 
 
+# SQLite's (primary) result codes for a file it cannot write now, and what
+# the operator should do about it.
+_DISK_TROUBLE = {
+    sqlite3.SQLITE_FULL: "the disk holding {path} is full: free space on it",
+    sqlite3.SQLITE_READONLY: "{path} is read-only: make it and its folder writable",
+    sqlite3.SQLITE_IOERR: "I/O error on {path}: check the disk and its free space",
+    sqlite3.SQLITE_CANTOPEN: "cannot open {path}: check that its folder exists and is writable",
+}
+
+
 def _prepare_connection(connection: Any, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
     # Transactions are begun explicitly (see _begin), not by the sqlite3 module.
     connection.isolation_level = None
@@ -54,6 +67,33 @@ class SQLiteStorage(SQLStorage):
         super().__init__(options)
         self.path = database_path(path)
         self._reactor = reactor
+        self._disk_trouble: str | None = None
+
+    def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """As SQLBase's; a file it cannot write is a 503 (retry later), said once in the log."""
+        return super()._interact(fn, *args).addCallbacks(self._disk_fine, self._disk_failed)
+
+    def _disk_fine(self, result: Any) -> Any:
+        if self._disk_trouble is not None:
+            self._disk_trouble = None
+            self._log.info("SQLite database {path} is writable again", path=str(self.path))
+        return result
+
+    def _disk_failed(self, failure: Failure) -> Failure:
+        code = getattr(failure.value, "sqlite_errorcode", None)
+        advice = _DISK_TROUBLE.get(code & 0xFF) if isinstance(code, int) else None
+        if advice is None:
+            return failure
+        advice = advice.format(path=self.path)
+        if self._disk_trouble != advice:
+            self._disk_trouble = advice
+            self._log.error(
+                "SQLite cannot write: {advice}; until then, requests that store"
+                " something get 503 ({error})",
+                advice=advice,
+                error=failure.getErrorMessage(),
+            )
+        raise HTTPStatusError("storage unavailable (SQLite cannot write), retry later", 503)
 
     def _make_pool(self) -> ConnectionPool:
         os.makedirs(self.path.parent, exist_ok=True)

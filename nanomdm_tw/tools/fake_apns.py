@@ -147,6 +147,14 @@ class _FakeAPNsConnection(Protocol):
             initial_values={k: v for k, v in settings.items() if v is not None},
         )
         self._h2.initiate_connection()
+        if self._server.goaway_storm:
+            # Refuses all work at once, and says so more than once.
+            for _ in range(3):
+                self._h2.close_connection(last_stream_id=0)
+            self._goaway_sent = True
+            self._flush()
+            self.transport.loseConnection()
+            return
         self._flush()
 
     def connectionLost(self, reason=None) -> None:
@@ -215,6 +223,10 @@ class _FakeAPNsConnection(Protocol):
     def _answer(
         self, stream_id: int, request: _OpenRequest, rejections: dict[str, tuple[int, str]]
     ) -> None:
+        if self._server.reset_code is not None:
+            self._h2.reset_stream(stream_id, self._server.reset_code)
+            self._server.answered += 1
+            return
         apns_id = str(uuid.uuid4()).upper().encode()
         reason = rejections.get(request.headers[":path"].rsplit("/", 1)[-1])
         if reason is None:
@@ -252,7 +264,9 @@ class FakeAPNs:
     the clients' push certificates.  Tweak the public attributes to
     misbehave: ``unregistered`` and ``bad_tokens`` (hex tokens),
     ``max_concurrent_streams``, ``initial_window_size`` (flow control),
-    ``goaway_after`` (answers per connection),
+    ``goaway_after`` (answers per connection), ``goaway_storm`` (every
+    connection gets GOAWAY frames right after SETTINGS, then is closed),
+    ``reset_code`` (an HTTP/2 error code: every request gets RST_STREAM),
     ``answer_delay`` (seconds; None never answers).  ``record`` False keeps
     only the counts (``received``, ``answered``), not the requests.
     """
@@ -276,6 +290,8 @@ class FakeAPNs:
         self.max_concurrent_streams: int | None = None
         self.initial_window_size: int | None = None
         self.goaway_after: int | None = None
+        self.goaway_storm = False
+        self.reset_code: int | None = None
         self.answer_delay: float | None = 0.0
         self.requests: list[RecordedRequest] = []
         self.received = 0
