@@ -172,7 +172,7 @@ async def test_big_bodies_are_dumped_and_refused_from_a_thread(
 
         # Signed, not a plist: refused with 400 from the thread that decoded it.
         watched.calls.clear()
-        garbage = b"<plist>" + b"\x00" * (2 * DEFAULT_THRESHOLD)
+        garbage = b"<plist>" + b"<" * (2 * DEFAULT_THRESHOLD)  # text, not XML
         signature = base64.b64encode(sign_detached(garbage, d.identity.cert, d.identity.key))
         answer = await server.http.put(
             server.url + "/mdm", data=garbage, headers={"Mdm-Signature": signature}

@@ -17,7 +17,8 @@ from twisted.enterprise.adbapi import ConnectionPool, Transaction
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ..errors import HTTPStatusError
+from ..errors import StorageBusy
+from .admission import RETRY_AFTER_SECONDS, Ticket
 from .dialect import Dialect
 from .sql import SQLStorage
 
@@ -69,9 +70,12 @@ class SQLiteStorage(SQLStorage):
         self._reactor = reactor
         self._disk_trouble: str | None = None
 
-    def _interact(self, fn: Callable[..., Any], *args: Any) -> Deferred:
-        """As SQLBase's; a file it cannot write is a 503 (retry later), said once in the log."""
-        return super()._interact(fn, *args).addCallbacks(self._disk_fine, self._disk_failed)
+    def _run(self, ticket: Ticket | None, fn: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        As SQLBase's (opening included); a file it cannot write is a 503
+        with Retry-After, said once in the log.
+        """
+        return super()._run(ticket, fn, *args).addCallbacks(self._disk_fine, self._disk_failed)
 
     def _disk_fine(self, result: Any) -> Any:
         if self._disk_trouble is not None:
@@ -93,7 +97,9 @@ class SQLiteStorage(SQLStorage):
                 advice=advice,
                 error=failure.getErrorMessage(),
             )
-        raise HTTPStatusError("storage unavailable (SQLite cannot write), retry later", 503)
+        raise StorageBusy(
+            "storage unavailable (SQLite cannot write), retry later", RETRY_AFTER_SECONDS
+        )
 
     def _make_pool(self) -> ConnectionPool:
         os.makedirs(self.path.parent, exist_ok=True)
