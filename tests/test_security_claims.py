@@ -1,0 +1,87 @@
+"""
+Claims of docs/security.md that no other test made: where the device
+identity stops, what the API key alone opens, and that secrets stay out of
+the log.
+"""
+
+import base64
+import plistlib
+from pathlib import Path
+
+import pytest_twisted
+from twisted.logger import formatEvent
+
+from nanomdm_tw.crypto.devca import cert_pem, key_pem
+from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
+
+from .serving import serve
+from .test_pushcert_api import push_pair, upload
+
+
+def device(server) -> SimulatedDevice:
+    return SimulatedDevice.create(server.url, make_identity(server.ca), http=server.http)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_device_certificate_does_not_open_the_api(tmp_path: Path) -> None:
+    async with serve(tmp_path, migration=True) as server:
+        d = device(server)
+        await d.enroll()
+        prepared = d.prepare_checkin("Authenticate", Topic="t")
+        for path in ("/v1/enqueue/" + d.id, "/v1/enrollments", "/migration"):
+            answer = await server.http.put(
+                server.url + path, data=prepared.body, headers=prepared.headers
+            )
+            assert answer.code == 401, path
+        assert (await d.run_queue()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_migration_endpoint_needs_the_api_key(tmp_path: Path) -> None:
+    async with serve(tmp_path, migration=True) as server:
+        body = plistlib.dumps({"MessageType": "Authenticate", "UDID": "MIGRATED", "Topic": "t"})
+        answer = await server.http.put(
+            server.url + "/migration", data=body, auth=("nanomdm", "wrong")
+        )
+        assert answer.code == 401
+        assert await server.storage.retrieve_migration_checkins() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_api_key_alone_can_erase_any_device(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        d = device(server)
+        await d.enroll()
+        command = make_command("EraseDevice", "ERASE-1")
+        answer = await enqueue(server.http, server.url, server.api_key, [d.id], command)
+        assert answer.code == 200
+        commands = await d.run_queue()
+        assert [(c["CommandUUID"], c["Command"]["RequestType"]) for c in commands] == [
+            ("ERASE-1", "EraseDevice")
+        ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_secrets_are_never_logged(tmp_path: Path, log_events: list[dict]) -> None:
+    token = b"bootstrap-token-secret"
+    async with serve(tmp_path, debug=True) as server:
+        d = device(server)
+        await d.enroll()
+        assert (await d.set_bootstrap_token(token)).code == 200
+        assert (await d.get_bootstrap_token()).plist == {"BootstrapToken": token}
+        cert, key = push_pair()
+        code, _ = await upload(server, cert_pem(cert) + key_pem(key))
+        assert code == 200
+        wrong = await server.http.get(server.url + "/v1/pushcert", auth=("nanomdm", "guess-1"))
+        assert wrong.code == 401
+        api_key = server.api_key
+    logged = "\n".join(
+        (formatEvent(event) or "") + repr(event) for event in log_events
+    )
+    pem_lines = [line for line in key_pem(key).decode().splitlines() if "-----" not in line]
+    assert api_key not in logged
+    assert base64.b64encode(api_key.encode()).decode() not in logged
+    assert "guess-1" not in logged
+    assert token.decode() not in logged
+    assert base64.b64encode(token).decode() not in logged
+    assert not [line for line in pem_lines if line in logged]
