@@ -5,6 +5,7 @@ the log.
 """
 
 import base64
+import dataclasses
 import plistlib
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest_twisted
 from twisted.logger import formatEvent
 
 from nanomdm_tw.crypto.devca import cert_pem, key_pem
-from nanomdm_tw.tools.sim import SimulatedDevice, enqueue, make_command, make_identity
+from nanomdm_tw.tools.sim import (
+    Identity,
+    SimulatedDevice,
+    enqueue,
+    make_command,
+    make_identity,
+)
 
 from .serving import serve
 from .test_pushcert_api import push_pair, upload
@@ -34,6 +41,22 @@ async def test_a_device_certificate_does_not_open_the_api(tmp_path: Path) -> Non
             )
             assert answer.code == 401, path
         assert (await d.run_queue()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_behind_a_cert_header_the_header_alone_is_the_device(tmp_path: Path) -> None:
+    # Why the TLS proxy must strip the header from clients: it carries no
+    # proof that the sender holds the certificate's key, only the certificate.
+    async with serve(tmp_path, cert_header="X-Client-Cert") as server:
+        d = SimulatedDevice.create(
+            server.url, make_identity(server.ca), auth="header:X-Client-Cert", http=server.http
+        )
+        await d.enroll()
+        command = make_command("EraseDevice", "ERASE-BY-HEADER")
+        assert (await enqueue(server.http, server.url, server.api_key, [d.id], command)).code == 200
+        keyless = dataclasses.replace(d, identity=Identity(d.identity.cert, None))
+        commands = await keyless.run_queue()
+        assert [c["CommandUUID"] for c in commands] == ["ERASE-BY-HEADER"]
 
 
 @pytest_twisted.ensureDeferred
