@@ -108,3 +108,30 @@ async def test_secrets_are_never_logged(tmp_path: Path, log_events: list[dict]) 
     assert token.decode() not in logged
     assert base64.b64encode(token).decode() not in logged
     assert not [line for line in pem_lines if line in logged]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_old_certificate_stays_associated_after_re_enrollment(tmp_path: Path) -> None:
+    # Associations are added, never replaced (as NanoMDM's): re-enrolling does not revoke.
+    async with serve(tmp_path) as server:
+        old = device(server)
+        await old.enroll()
+        renewed = dataclasses.replace(old, identity=make_identity(server.ca))
+        await renewed.enroll()
+        assert (await renewed.idle()).code == 200
+        assert (await old.idle()).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fresh_trusted_certificate_can_authenticate_as_any_enrollment(
+    tmp_path: Path,
+) -> None:
+    # Whoever can get an unused certificate from --ca (a SCEP challenge) can take an ID.
+    async with serve(tmp_path) as server:
+        victim = device(server)
+        await victim.enroll()
+        intruder = dataclasses.replace(victim, identity=make_identity(server.ca))
+        await intruder.enroll()
+        command = make_command("ProfileList", "FOR-THE-VICTIM")
+        assert (await enqueue(server.http, server.url, server.api_key, [victim.id], command)).code == 200
+        assert [c["CommandUUID"] for c in await intruder.run_queue()] == ["FOR-THE-VICTIM"]
