@@ -68,6 +68,9 @@ class Settings:
     dm_recv_hmac_key: str = ""
     auth_proxy_url: str = ""
     workers: int = 1  # server processes: tap.py turns auto and the default into a number
+    # Seconds that requests under way get to finish after SIGTERM (and webhook
+    # deliveries and mirror writes, after them).
+    shutdown_grace: float = 10.0
 
     def check(self) -> None:
         """Raise SettingsError for settings that contradict each other or fail open."""
@@ -91,6 +94,8 @@ class Settings:
             )
         if self.workers < 1:
             raise SettingsError("--workers must be a positive whole number or auto")
+        if self.shutdown_grace < 0:
+            raise SettingsError("--shutdown-grace must not be negative")
         if self.max_body_size < 1:
             raise SettingsError("--max-body-size must be a positive whole number")
         storages = (self.storage, *self.extra_storages)

@@ -77,6 +77,7 @@ class Options(usage.Options):
             " (not with inmem) [default: auto on mysql and pgsql, else 1]",
         ],
         ["max-body-size", None, None, f"largest accepted request body in bytes [default: {DEFAULT_MAX_BODY_SIZE}]"],
+        ["shutdown-grace", None, None, "after SIGTERM, how long requests under way get to finish, as a duration (e.g. 10s, 1m) [default: 10s]"],
     ]
     optFlags = [
         ["checkin", None, "enable separate HTTP endpoint for MDM check-ins"],
@@ -179,6 +180,10 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(f"--push-expiration: {e}")
+        try:
+            shutdown_grace = parse_duration(self["shutdown-grace"] or "10s")
+        except ValueError as e:
+            raise usage.UsageError(f"--shutdown-grace: {e}")
         storages = self._storage_specs()
         workers = self._workers(storages)
         settings = Settings(
@@ -213,6 +218,7 @@ class Options(usage.Options):
             apns_ca=self["apns-ca"] or "",
             push_expiration=push_expiration,
             workers=workers,
+            shutdown_grace=shutdown_grace,
         )
         try:
             settings.check()

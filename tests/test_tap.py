@@ -49,7 +49,7 @@ def test_every_flag(tmp_path: Path) -> None:
         "--checkin", "--debug", "--dump", "--retro", "--ua-zl-dc",
         "--storage", "inmem", "--storage-options", "delete=1", "--max-body-size", "1000",
         "--migration", "--apns-url", "https://api.development.push.apple.com",
-        "--apns-ca", str(ca), "--push-expiration", "1h30m",
+        "--apns-ca", str(ca), "--push-expiration", "1h30m", "--shutdown-grace", "1m30s",
     ]  # fmt: skip
     assert parse(argv) == Settings(
         listen="tcp:9001:interface=127.0.0.1",
@@ -68,6 +68,7 @@ def test_every_flag(tmp_path: Path) -> None:
         apns_url="https://api.development.push.apple.com",
         apns_ca=str(ca),
         push_expiration=5400.0,
+        shutdown_grace=90.0,
     )
 
 
@@ -143,6 +144,7 @@ def test_environment_fills_what_flags_leave_unset() -> None:
         "NANOMDM_DEV": "true",
         "NANOMDM_STORAGE": "inmem",
         "NANOMDM_DUMP": "1",
+        "NANOMDM_SHUTDOWN_GRACE": "45s",
     }
     settings = parse(["--api", "from-flag"], environ)
     assert settings == Settings(
@@ -151,6 +153,7 @@ def test_environment_fills_what_flags_leave_unset() -> None:
         dev=True,
         dump=True,
         storage=StorageSpec("inmem", "", ""),
+        shutdown_grace=45.0,
     )
 
 
@@ -198,6 +201,7 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--workers", "2", "--storage", "inmem"], "cannot share inmem"),
         (["--dev", "--migration"], "--migration needs --api"),
         (["--dev", "--push-expiration", "soon"], "--push-expiration"),
+        (["--dev", "--shutdown-grace", "10"], "--shutdown-grace: invalid duration"),
         (["--dev", "--apns-ca", "/nonexistent/ca.pem"], "no such file"),
     ],
 )

@@ -51,6 +51,7 @@ class Integrations(Service):
                 storage,
                 settings.webhook_hmac_key.encode("utf-8"),
                 reactor,
+                shutdown_grace=settings.shutdown_grace,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:
