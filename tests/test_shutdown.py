@@ -165,8 +165,8 @@ async def enqueue(http: HTTPClient, daemon: Daemon, enrollment_id: str, command:
     return response.code
 
 
-class SlowUpload(Protocol):
-    """A client sending a request's body in two halves, the second one late."""
+class RawClient(Protocol):
+    """An HTTP/1.1 client on one connection: what it received, and when it closed."""
 
     def __init__(self):
         self.answer = b""
@@ -179,9 +179,13 @@ class SlowUpload(Protocol):
         self.closed.callback(self.answer)
 
 
-async def start_slow_upload(daemon: "Daemon", enrollment_id: str, command: bytes) -> SlowUpload:
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
-    client = await connectProtocol(endpoint, SlowUpload())
+async def connect(daemon: "Daemon") -> RawClient:
+    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port), RawClient())
+
+
+async def start_slow_upload(daemon: "Daemon", enrollment_id: str, command: bytes) -> RawClient:
+    """A request whose body is half sent."""
+    client = await connect(daemon)
     auth = base64.b64encode(":".join(API).encode()).decode()
     client.transport.write(
         f"PUT /v1/enqueue/{enrollment_id}?nopush=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -217,6 +221,8 @@ async def test_sigterm_finishes_requests_under_way_and_exits_0(tmp_path, backend
     daemon.start()
     try:
         await daemon.wait_until_serving(http)
+        while workers and daemon.log.read_text().count("nanomdm-tw listening on") < 2:
+            await task.deferLater(reactor, 0.1)  # the worker serves too
         await upload_push_cert(http, daemon, ca)
         devices = [SimulatedDevice.create(daemon.url, make_identity(ca), http=http) for _ in range(3)]
         for device in devices:
@@ -233,8 +239,15 @@ async def test_sigterm_finishes_requests_under_way_and_exits_0(tmp_path, backend
         # And one client still sending its request's body.
         slow_command = make_command("ProfileList")
         slow = await start_slow_upload(daemon, devices[0].id, slow_command)
+        # And a keep-alive connection, idle after its first request.
+        idle = await connect(daemon)
+        idle.transport.write(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        while b"\r\n\r\n" not in idle.answer:
+            await task.deferLater(reactor, 0.05)
         await apns.wait_for_requests(len(devices))  # every enqueue is waiting for APNs
         daemon.process.send_signal(signal.SIGTERM)
+        await idle.closed
+        idle_closed_first = not any(d.called for d in under_way)
         refused = False
         while not refused and not all(d.called for d in under_way):
             refused = await connection_refused(http, daemon.url)
@@ -247,6 +260,7 @@ async def test_sigterm_finishes_requests_under_way_and_exits_0(tmp_path, backend
         await webhook_port.stopListening()
     log = daemon.log.read_text()
     assert refused, "a new connection was accepted during shut-down"
+    assert idle_closed_first, "the idle connection stayed open until the requests were done"
     assert answers == [(True, 200)] * len(devices)
     assert slow_answer.startswith(b"HTTP/1.1 200 "), slow_answer
     assert b"\r\nConnection: close\r\n" in slow_answer
