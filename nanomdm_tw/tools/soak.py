@@ -163,7 +163,7 @@ class Soak:
             await self.pool.closeCachedConnections()
             await receiver.stopListening()
             await apns.stop()
-        if status == 0:
+        if status != 1:
             shutil.rmtree(self.folder)  # kept, with the server's log, when something failed
         return status
 
