@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
@@ -48,7 +48,7 @@ from .storage.interfaces import IPushCertStore, IStorage, StorageUnreachable
 from .settings import Settings
 from .storage.multi import MultiStorage
 from .storage.retention import HistoryPruner
-from .workers import WorkerPool, adopt_listening_socket
+from .workers import WorkerPool, adopt_listening_socket, worker_stop_timeout
 
 
 # Seconds between attempts to reach the database at start-up (doubling up to the max).
@@ -57,7 +57,10 @@ STORAGE_RETRY_MAX = 30.0
 
 
 class MDMSite(Site):
-    """A Site with our body limit; per-request logging is ours, not Site's."""
+    """
+    A Site with our body limit, its open connections known so that shut-down
+    can let their requests finish; per-request logging is ours, not Site's.
+    """
 
     requestFactory = MDMServerRequest
     protocol = MDMChannel
@@ -66,9 +69,36 @@ class MDMSite(Site):
     def __init__(self, root: Resource, max_body_size: int):
         super().__init__(root)
         self.max_body_size = max_body_size
+        self.connections: set[MDMChannel] = set()
+        self._all_closed: Deferred | None = None
 
     def log(self, request: object) -> None:
         """Access logging happens in async_render, with trace and enrollment IDs."""
+
+    def connection_closed(self, channel: MDMChannel) -> None:
+        self.connections.discard(channel)
+        if not self.connections and self._all_closed is not None:
+            if not self._all_closed.called:
+                self._all_closed.callback(None)
+
+    async def drain(self, clock, grace: float) -> int:
+        """
+        Let the requests under way finish within ``grace`` seconds (the port
+        has stopped listening), then cut the connections still open; how
+        many were cut.
+        """
+        for channel in list(self.connections):
+            channel.drain()
+        if self.connections:
+            self._all_closed = Deferred()
+            timer = clock.callLater(grace, self._all_closed.callback, None)
+            await self._all_closed
+            if timer.active():
+                timer.cancel()
+        late = list(self.connections)
+        for channel in late:
+            channel.transport.abortConnection()
+        return len(late)
 
 
 def build_service_chain(
@@ -166,6 +196,7 @@ class NanoMDMService(Service):
         self.storage: IStorage | None = None
         self.push_service: PushService | None = None
         self.port: IListeningPort | None = None
+        self.site: MDMSite | None = None
         self.metrics_port: IListeningPort | None = None  # with --metrics-listen
         self.queue_depth: QueueDepthSampler | None = None
         self._metrics_folder: str | None = None  # shared by --workers processes
@@ -241,7 +272,9 @@ class NanoMDMService(Service):
             )
             for spec in specs
         ]
-        storage = stores[0] if len(stores) == 1 else MultiStorage(stores, self._reactor)
+        storage = stores[0] if len(stores) == 1 else MultiStorage(
+            stores, self._reactor, shutdown_grace=settings.shutdown_grace
+        )
         await self._open_storage(storage)
         self.storage = storage
         if self._first_process:
@@ -277,7 +310,7 @@ class NanoMDMService(Service):
         if not settings.metrics_listen:
             for name, resource in observing.items():
                 root.putChild(name, resource)
-        site = MDMSite(root, settings.max_body_size)
+        site = self.site = MDMSite(root, settings.max_body_size)
         if self._inherited_fd is not None:
             self.port = adopt_listening_socket(self._reactor, site, self._inherited_fd)
         else:
@@ -360,23 +393,49 @@ class NanoMDMService(Service):
         )
 
     async def _stop(self) -> None:
+        """
+        Shut-down (SIGTERM): workers told to stop as well; no new connections;
+        requests under way get ``shutdown_grace`` seconds to finish; then the
+        webhook delivers what it can, and storage drains mirror writes, writes
+        the batched last-seen times and closes its pools, each within the
+        grace again; the APNs connections close once their pushes are answered.
+        """
+        grace = self.settings.shutdown_grace
+        if self.workers is not None:
+            self.workers.terminate()
+        if self.port is not None:
+            # None when already closed: a worker's port closes with the first
+            # process's, which shuts the shared socket down for every process.
+            await maybeDeferred(self.port.stopListening)
         for pruner in self.pruners:
             await pruner.stopService()
-        if self.workers is not None:
-            await self.workers.stop()
-        if self.port is not None:
-            await self.port.stopListening()
-        if self.metrics_port is not None:
-            await self.metrics_port.stopListening()
         if self.queue_depth is not None:
             await self.queue_depth.stopService()
+        if self.site is not None:
+            self._log.info(
+                "stopping: {count} connections get up to {grace:g}s to finish their requests",
+                count=len(self.site.connections),
+                grace=grace,
+            )
+            cut = await self.site.drain(self._reactor, grace)
+            if cut:
+                self._log.warn("{count} requests cut after {grace:g}s", count=cut, grace=grace)
+        if self.metrics_port is not None:
+            await self.metrics_port.stopListening()
+        if self.workers is not None:
+            await self.workers.wait(worker_stop_timeout(grace))
+        closing = []
         if self.integrations is not None:
-            await self.integrations.stopService()
+            closing.append(self.integrations.stopService())
         if self.push_service is not None:
-            await self.push_service.close()
-        self.offload.stop()  # after the webhook: its last events may be encoding there
+            closing.append(Deferred.fromCoroutine(self.push_service.close()))
         if self.storage is not None:
-            await self.storage.close()
+            closing.append(Deferred.fromCoroutine(self.storage.close()))
+        for success, failure in await DeferredList(closing, consumeErrors=True):
+            if not success:
+                self._log.failure("while stopping", failure)
+        self.offload.stop()  # after the webhook: its last events may be encoding there
+        self._log.info("nanomdm-tw stopped")
         if self._metrics_folder is not None:  # last: counting may go on until here
             stop_sharing(self._metrics_folder)
 

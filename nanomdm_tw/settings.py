@@ -92,6 +92,9 @@ class Settings:
     # Database interactions that may wait for a pooled connection, per process
     # and backend; more are answered 503 at once.
     storage_max_waiting: int = DEFAULT_STORAGE_MAX_WAITING
+    # Seconds that requests under way get to finish after SIGTERM (and webhook
+    # deliveries and mirror writes, after them).
+    shutdown_grace: float = 10.0
 
     def check(self) -> None:
         """Raise SettingsError for settings that contradict each other or fail open."""
@@ -115,6 +118,8 @@ class Settings:
             )
         if self.workers < 1:
             raise SettingsError("--workers must be a positive whole number or auto")
+        if self.shutdown_grace < 0:
+            raise SettingsError("--shutdown-grace must not be negative")
         if self.max_body_size < 1:
             raise SettingsError("--max-body-size must be a positive whole number")
         for name, flag in TIMEOUT_FLAGS.items():

@@ -94,6 +94,7 @@ class Options(usage.Options):
         ["apns-timeout", None, None, f"how long one push may take, connecting to APNs included, as a duration [default: {DEFAULT_APNS_TIMEOUT:g}s]"],
         ["storage-timeout", None, None, f"longest database statement, lock wait or wait for a connection, as a duration; past it, 503 with Retry-After [default: {DEFAULT_STORAGE_TIMEOUT:g}s]"],
         ["storage-max-waiting", None, None, f"requests that may wait for a database connection, per process; more are answered 503 with Retry-After [default: {DEFAULT_STORAGE_MAX_WAITING}]"],
+        ["shutdown-grace", None, None, "after SIGTERM, how long requests under way get to finish, as a duration (e.g. 10s, 1m) [default: 10s]"],
     ]
     optFlags = [
         ["checkin", None, "enable separate HTTP endpoint for MDM check-ins"],
@@ -196,6 +197,10 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(f"--push-expiration: {e}")
+        try:
+            shutdown_grace = parse_duration(self["shutdown-grace"] or "10s")
+        except ValueError as e:
+            raise usage.UsageError(f"--shutdown-grace: {e}")
         storages = self._storage_specs()
         workers = self._workers(storages)
         limits = {
@@ -241,6 +246,7 @@ class Options(usage.Options):
             push_expiration=push_expiration,
             workers=workers,
             **limits,
+            shutdown_grace=shutdown_grace,
         )
         try:
             settings.check()

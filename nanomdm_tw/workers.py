@@ -12,8 +12,10 @@ as with several servers behind a load balancer.
 database servers' backends.  SQLite stays at one: its single write lock
 makes a second process wait rather than help (writes' p99 doubled).
 
-Workers are restarted when they die, stopped when the first process stops,
-and stop by themselves when it vanishes (their stdin pipe closes).
+Workers are restarted when they die, stopped when the first process stops
+(SIGTERM, which each answers as the first process does: its requests under
+way finish within the shut-down grace), and stop by themselves when it
+vanishes (their stdin pipe closes).
 """
 
 import json
@@ -34,7 +36,13 @@ AUTO = "auto"
 AUTO_BACKENDS = frozenset({"mysql", "pgsql"})
 SOCKET_FD = 3
 RESTART_DELAY = 1.0
-STOP_TIMEOUT = 15.0
+# Beyond their own shut-down (twice the grace at most), workers get this long to exit.
+STOP_MARGIN = 5.0
+
+
+def worker_stop_timeout(grace: float) -> float:
+    """How long a worker may take after SIGTERM before it is killed."""
+    return 2 * grace + STOP_MARGIN
 
 
 def usable_cpus() -> int:
@@ -140,16 +148,19 @@ class WorkerPool(Service):
     def pids(self) -> list[int]:
         return [transport.pid for _, transport in self._workers.values()]
 
-    async def stop(self) -> None:
-        """SIGTERM every worker; SIGKILL those still there after STOP_TIMEOUT."""
+    def terminate(self) -> None:
+        """SIGTERM every worker (they stop as the first process does); none is restarted."""
         self._stopping = True
-        running = list(self._workers.values())
-        for _, transport in running:
+        for _, transport in self._workers.values():
             transport.signalProcess("TERM")
-        timeout = self._reactor.callLater(STOP_TIMEOUT, self._kill, running)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for the workers to exit; SIGKILL those still there after ``timeout``."""
+        running = list(self._workers.values())
+        timer = self._reactor.callLater(timeout, self._kill, running)
         await defer.DeferredList([worker.ended for worker, _ in running])
-        if timeout.active():
-            timeout.cancel()
+        if timer.active():
+            timer.cancel()
 
     def _kill(self, running) -> None:
         for worker, transport in running:

@@ -52,7 +52,7 @@ def test_every_flag(tmp_path: Path) -> None:
         "--apns-ca", str(ca), "--push-expiration", "1h30m",
         "--http-timeout", "1m", "--webhook-timeout", "5s", "--apns-timeout", "2500ms",
         "--storage-timeout", "45s", "--storage-max-waiting", "50",
-        "--webhook-queue-bytes", "1048576",
+        "--webhook-queue-bytes", "1048576", "--shutdown-grace", "1m30s",
     ]  # fmt: skip
     assert parse(argv) == Settings(
         listen="tcp:9001:interface=127.0.0.1",
@@ -77,6 +77,7 @@ def test_every_flag(tmp_path: Path) -> None:
         storage_timeout=45.0,
         storage_max_waiting=50,
         webhook_queue_bytes=1048576,
+        shutdown_grace=90.0,
     )
 
 
@@ -173,6 +174,7 @@ def test_environment_fills_what_flags_leave_unset() -> None:
         "NANOMDM_DEV": "true",
         "NANOMDM_STORAGE": "inmem",
         "NANOMDM_DUMP": "1",
+        "NANOMDM_SHUTDOWN_GRACE": "45s",
     }
     settings = parse(["--api", "from-flag"], environ)
     assert settings == Settings(
@@ -181,6 +183,7 @@ def test_environment_fills_what_flags_leave_unset() -> None:
         dev=True,
         dump=True,
         storage=StorageSpec("inmem", "", ""),
+        shutdown_grace=45.0,
     )
 
 
@@ -229,6 +232,7 @@ def test_listen_forms(listen: str, endpoint: str) -> None:
         (["--dev", "--workers", "2", "--storage", "inmem"], "cannot share inmem"),
         (["--dev", "--migration"], "--migration needs --api"),
         (["--dev", "--push-expiration", "soon"], "--push-expiration"),
+        (["--dev", "--shutdown-grace", "10"], "--shutdown-grace: invalid duration"),
         (["--dev", "--apns-ca", "/nonexistent/ca.pem"], "no such file"),
         (["--dev", "--http-timeout", "soon"], "--http-timeout: invalid duration"),
         (["--dev", "--webhook-timeout", "0s"], "--webhook-timeout must be a duration longer than zero"),

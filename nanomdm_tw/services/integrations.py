@@ -67,6 +67,7 @@ class Integrations(Service):
                 timeout=settings.webhook_timeout,
                 max_queued_bytes=settings.webhook_queue_bytes,
                 offload=offload,
+                shutdown_grace=settings.shutdown_grace,
             )
 
     def with_listeners(self, core: IMDMService) -> IMDMService:
