@@ -25,6 +25,7 @@ from .crypto.devca import DevelopmentCA
 from .crypto.identity import DeviceIdentity
 from .crypto.trust import TrustStore
 from .logs import set_debug
+from .malloc import pin_mmap_threshold
 from .metrics.processes import share_between_processes, stop_sharing
 from .metrics.queuedepth import QueueDepthSampler, queue_depth_sampler
 from .offload import Offload
@@ -212,6 +213,8 @@ class NanoMDMService(Service):
     def startService(self) -> None:
         super().startService()
         set_debug(self.settings.debug)
+        if pin_mmap_threshold():
+            self._log.info("glibc malloc: big bodies mapped apart, their memory freed with them")
         self.ready = Deferred.fromCoroutine(self._start())
         self.ready.addErrback(self._start_failed)
 
