@@ -37,6 +37,7 @@ from .resources.health import observability
 from .resources.channel import MDMChannel
 from .resources.mdm import Accepts, MDMEndpoint
 from .resources.methods import Directory, MDMServerRequest
+from .resources.render import log_plain_answer
 from .resources.version import VersionResource
 from .services.certauth import CertAuthService
 from .services.core import CoreService
@@ -74,7 +75,8 @@ class MDMSite(Site):
         self._all_closed: Deferred | None = None
 
     def log(self, request: object) -> None:
-        """Access logging happens in async_render, with trace and enrollment IDs."""
+        """A request async_render did not answer is logged here, when it finished."""
+        log_plain_answer(request)
 
     def connection_closed(self, channel: MDMChannel) -> None:
         self.connections.discard(channel)
