@@ -11,6 +11,7 @@ shared server is the one scripts/ensure-databases starts (postgres over
 key=value DSN without dbname.
 """
 
+import contextlib
 import glob
 import os
 import pwd
@@ -110,14 +111,24 @@ class PrivateServer:
     def kill(self) -> None:
         """SIGKILL the postmaster and every backend at once, as a crash would."""
         if self._process is not None:
-            os.killpg(self._process.pid, signal.SIGKILL)
+            self.pause()  # then no backend starts, or ends, in between
+            _signal((self._process.pid, *_children(self._process.pid)), signal.SIGKILL)
             self._process.wait(timeout=60)
             self._process = None
-            # Orphaned backends die with the group; wait until the port is free.
+            # The backends are not ours to wait for; wait until the port is free.
             wait_until_down(self.server_dsn)
+
+    def pause(self) -> None:
+        """Freeze the postmaster and every backend (SIGSTOP): sockets stay open, nothing answers."""
+        _signal([self._process.pid], signal.SIGSTOP)  # first: it starts no backend after this
+        _signal(_children(self._process.pid), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        _signal((*_children(self._process.pid), self._process.pid), signal.SIGCONT)
 
     def stop(self) -> None:
         if self._process is not None:
+            self.resume()  # in case it was paused: a frozen server cannot shut down
             self._process.terminate()
             self._process.wait(timeout=60)
             self._process = None
@@ -125,6 +136,28 @@ class PrivateServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    """
+    The postmaster's processes, one per backend and background worker: each
+    calls setsid(), so signalling the postmaster's process group misses them.
+    """
+    children = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.split("/")[2]))
+    return children
+
+
+def _signal(pids, signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signum)
 
 
 def wait_until_down(server_dsn: str, seconds: float = 30.0) -> None:

@@ -3,7 +3,7 @@ Timeouts everywhere: every outbound call and every wait for the database
 ends, and the client is told what NanoMDM tells it when the other side is
 unreachable.  Black holes are real loopback sockets: one that accepts and
 never answers, one that never accepts; the database black hole is a
-private MariaDB frozen with SIGSTOP.
+private MariaDB or PostgreSQL frozen with SIGSTOP.
 """
 
 import json
@@ -22,6 +22,7 @@ from nanomdm_tw.crypto.devca import DevelopmentCA, cert_pem, key_pem
 from nanomdm_tw.settings import StorageSpec
 from nanomdm_tw.tools.sim import SimulatedDevice, make_identity
 
+from . import pgsqlserver
 from .fake_apns import TOPIC, ca, fake, push_certs, token  # noqa: F401
 from .mysqlserver import PrivateServer, ThrowawayDatabase
 from .receivers import Receiver
@@ -210,16 +211,26 @@ def mariadb(tmp_path: Path):
     server.remove()
 
 
+@pytest.fixture
+def postgres():
+    """A PostgreSQL of this test's own, for the same reason."""
+    server = pgsqlserver.PrivateServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 CAPACITY = 2  # max_open_conns
 MAX_WAITING = 4
 
 
-@pytest_twisted.ensureDeferred
-async def test_black_holed_database_answers_503_in_time_and_recovers(
-    tmp_path: Path, mariadb: PrivateServer
-) -> None:
-    database = ThrowawayDatabase(server_dsn=mariadb.dsn)
-    storage = StorageSpec("mysql", database.dsn, f"max_open_conns={CAPACITY},min_open_conns=1")
+async def _black_holed(tmp_path: Path, storage: StorageSpec, database_server) -> None:
+    """
+    Freeze ``database_server`` under check-ins: each answered 503 in time, at
+    most CAPACITY + MAX_WAITING waiting for it, and served again once it thaws.
+    """
     async with serve(
         tmp_path, storage=storage, storage_timeout=1.0, storage_max_waiting=MAX_WAITING
     ) as server:
@@ -228,7 +239,7 @@ async def test_black_holed_database_answers_503_in_time_and_recovers(
         admission = server.storage._admission
         peak = []
         sampler = task.LoopingCall(lambda: peak.append(admission.in_flight))
-        await threads.deferToThread(mariadb.pause)
+        await threads.deferToThread(database_server.pause)
         try:
             sampler.start(0.005)
             checkins = [ensureDeferred(devices[n % 3].idle()) for n in range(40)]
@@ -239,7 +250,7 @@ async def test_black_holed_database_answers_503_in_time_and_recovers(
             )
             api_body = await api.content()
         finally:
-            await threads.deferToThread(mariadb.resume)
+            await threads.deferToThread(database_server.resume)
         # Memory stays bounded: what reached the pool, running or waiting, never grew past this.
         assert max(peak) == CAPACITY + MAX_WAITING
         assert {answer.code for answer in answers} == {503}  # never 401: devices retry
@@ -253,6 +264,25 @@ async def test_black_holed_database_answers_503_in_time_and_recovers(
             return all([(await d.idle()).code == 200 for d in devices])
 
         await eventually(serving_again, "check-ins answered again, without a restart")
+
+
+@pytest_twisted.ensureDeferred
+async def test_black_holed_database_answers_503_in_time_and_recovers(
+    tmp_path: Path, mariadb: PrivateServer
+) -> None:
+    database = ThrowawayDatabase(server_dsn=mariadb.dsn)
+    pool = f"max_open_conns={CAPACITY},min_open_conns=1"
+    await _black_holed(tmp_path, StorageSpec("mysql", database.dsn, pool), mariadb)
+    database.drop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_black_holed_postgresql_answers_503_in_time_and_recovers(
+    tmp_path: Path, postgres: pgsqlserver.PrivateServer
+) -> None:
+    database = pgsqlserver.ThrowawayDatabase(server_dsn=postgres.server_dsn)
+    pool = f"max_open_conns={CAPACITY},min_open_conns=1"
+    await _black_holed(tmp_path, StorageSpec("pgsql", database.dsn, pool), postgres)
     database.drop()
 
 
