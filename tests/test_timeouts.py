@@ -7,6 +7,7 @@ private MariaDB or PostgreSQL frozen with SIGSTOP.
 """
 
 import json
+import os
 import socket
 from pathlib import Path
 from urllib.parse import urlencode
@@ -365,6 +366,45 @@ async def test_postgresql_statements_blocked_past_the_timeout_end() -> None:
         holder.close()
         await storage.close()
         database.drop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgresql_connections_give_a_silent_host_up() -> None:
+    """libpq has no read timeout: TCP keepalives and TCP_USER_TIMEOUT, 5 s past the timeout."""
+    from nanomdm_tw.storage.pgsql import PgSQLStorage
+
+    from .pgsqlserver import ThrowawayDatabase as PgSQLDatabase
+
+    database = PgSQLDatabase()
+    storage = PgSQLStorage(database.dsn, {"timeout": 1.5}, reactor)
+    try:
+        await storage.open()
+
+        def socket_options(txn):
+            with socket.socket(fileno=os.dup(txn._cursor.connection.fileno())) as sock:
+                return [
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    *(sock.getsockopt(socket.IPPROTO_TCP, option) for option in (
+                        socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT,
+                        socket.TCP_USER_TIMEOUT,
+                    )),
+                ]  # fmt: skip
+
+        assert await storage._interact(socket_options) == [1, 7, 1, 5, 6500]
+    finally:
+        await storage.close()
+        database.drop()
+
+
+def test_postgresql_dsn_keeps_its_own_socket_timeouts() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from nanomdm_tw.storage.pgsql import parse_pgsql_dsn, with_timeouts
+
+    dsn = parse_pgsql_dsn("host=db keepalives_idle=60 tcp_user_timeout=0 connect_timeout=9")
+    params = conninfo_to_dict(with_timeouts(dsn, 1.5))
+    assert (params["keepalives_idle"], params["tcp_user_timeout"]) == ("60", "0")
+    assert (params["connect_timeout"], params["keepalives_count"]) == ("9", "5")
 
 
 def test_session_limits_follow_the_server_kind() -> None:

@@ -19,7 +19,7 @@ from pymysql.constants import CLIENT
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
 
 from .dsn import MySQLDSN, parse_dsn
-from .networked import LifetimePool, NetworkedStorage, report_missing
+from .networked import SOCKET_GRACE_SECONDS, LifetimePool, NetworkedStorage, report_missing
 from .dialect import Dialect, schema_files
 
 MYSQL = Dialect(
@@ -103,11 +103,6 @@ def _mysqlclient_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         if name in converted:  # whole seconds only
             converted[name] = max(1, math.ceil(converted[name]))
     return converted
-
-
-# Past the server's own limit, how long the socket waits before giving a
-# silent server up: the server's error, when it can send one, comes first.
-SOCKET_GRACE_SECONDS = 5.0
 
 
 def _socket_timeouts(timeout: float, kwargs: dict[str, Any]) -> dict[str, float]:

@@ -38,6 +38,10 @@ from .threadpool import SharedQueueThreadPool
 DEFAULT_MAX_OPEN_CONNS = 10
 DEFAULT_MIN_OPEN_CONNS = 3
 
+# Past the server's own limit, how long the socket waits before giving a
+# silent server up: the server's error, when it can send one, comes first.
+SOCKET_GRACE_SECONDS = 5.0
+
 
 # A statement that neither writes nor locks: a plain SELECT.
 _PLAIN_READ = re.compile(

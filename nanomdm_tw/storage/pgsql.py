@@ -21,7 +21,7 @@ from psycopg.adapt import Dumper
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool
 
-from .networked import LifetimePool, NetworkedStorage, report_missing
+from .networked import SOCKET_GRACE_SECONDS, LifetimePool, NetworkedStorage, report_missing
 from .dialect import Dialect, schema_files
 
 PGSQL = Dialect(
@@ -92,14 +92,30 @@ def parse_pgsql_dsn(dsn: str) -> PgSQLDSN:
 def with_timeouts(dsn: PgSQLDSN, timeout: float) -> str:
     """
     The DSN's conninfo with --storage-timeout as the server's statement and
-    lock timeouts, and as the connect timeout unless the DSN sets its own.
+    lock timeouts, and, unless the DSN sets its own, as the connect timeout
+    and (5 s longer) the time a silent server is given before its connection
+    is closed.  libpq has no read timeout: without these a connection to a
+    vanished host (or through a firewall that dropped it) holds its pool
+    thread for the kernel's 15 minutes of retransmissions, or hours of
+    keepalive: a pool whose connections all went there serves nothing until then.
     """
     params = dict(dsn.params)
     milliseconds = max(1, round(timeout * 1000))
     limits = f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"
     params["options"] = " ".join(filter(None, (params.get("options"), limits)))
-    # libpq takes whole seconds, and treats less than 2 as 2.
-    params.setdefault("connect_timeout", str(max(2, math.ceil(timeout))))
+    silent = timeout + SOCKET_GRACE_SECONDS
+    defaults = {
+        # libpq takes whole seconds, and treats less than 2 as 2.
+        "connect_timeout": max(2, math.ceil(timeout)),
+        # Sent and unacknowledged this long (milliseconds): the host is gone.
+        "tcp_user_timeout": round(silent * 1000),
+        # Nothing heard this long while a statement runs: probe the host, every second.
+        "keepalives_idle": math.ceil(silent),
+        "keepalives_interval": 1,
+        "keepalives_count": math.ceil(SOCKET_GRACE_SECONDS),
+    }
+    for name, value in defaults.items():
+        params.setdefault(name, str(value))
     return make_conninfo(**params)
 
 
