@@ -36,6 +36,7 @@ from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import EscrowKeyUnlockResource
 from .resources.health import Readiness, observability
 from .resources.channel import MDMChannel
+from .resources.enrollment_profile import EnrollmentProfileResource
 from .resources.mdm import Accepts, MDMEndpoint
 from .resources.overview import OverviewResource
 from .resources.methods import Directory, MDMServerRequest
@@ -186,8 +187,12 @@ def build_root(
         root.putChild(
             b"v1",
             build_api(
-                api_key, storage, pusher, escrow, push_certs, offload, {b"overview": overview}
-            ),
+                api_key, storage, pusher, escrow, push_certs, offload,
+                {
+                    b"overview": overview,
+                    b"enrollment-profile": EnrollmentProfileResource(settings.checkin),
+                },
+            ),  # fmt: skip
         )
         if settings.migration:
             # Check-ins from another server's export: API-authenticated, no device identity.
