@@ -65,9 +65,15 @@ export function tableWrap(table) {
 
 /**
  * A table: headers become th scope=col; each row is a tr made by the caller.
- * `attributes` go on the table (id, class).
+ * `attributes` go on the table (id, class).  Each cell gets its column's name in
+ * data-label, which narrow screens show when rows are stacked (admin.css).
  */
 export function table(attributes, caption, headers, rows) {
+  for (const row of rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (headers[i] && cell.colSpan === 1) cell.setAttribute("data-label", headers[i]);
+    });
+  }
   return el(
     "table",
     attributes,

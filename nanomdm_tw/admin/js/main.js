@@ -65,7 +65,7 @@ function showError(error) {
 function errorView(page, error) {
   return [
     el("h1", { tabindex: -1 }, page.title),
-    el("p", { class: "failed" }, "This page could not be loaded: ", error.message || String(error)),
+    el("p", { class: "failed" }, "This page could not be loaded (the message above says why)."),
     el("p", {}, el("button", { type: "button", id: "retry", on: { click: () => show() } }, "Try again")),
   ];
 }

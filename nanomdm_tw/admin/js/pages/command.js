@@ -65,7 +65,7 @@ export async function render(context) {
     section(
       "Fan-out",
       tableWrap(
-        table({ id: "fanout" }, "Each enrollment the command was queued to, in ID order", headers, deliveries.length ? deliveries.map(row) : [emptyRow(headers.length, "Queued to no enrollment.")]),
+        table({ id: "fanout", class: "stack" }, "Each enrollment the command was queued to, in ID order", headers, deliveries.length ? deliveries.map(row) : [emptyRow(headers.length, "Queued to no enrollment.")]),
       ),
       el(
         "div",

@@ -147,7 +147,7 @@ export async function render(context) {
     ),
     tableWrap(
       table(
-        { id: "devices" },
+        { id: "devices", class: "stack" },
         "Enrollments in ID order",
         HEADERS,
         count ? page.enrollments.map(row) : [emptyRow(HEADERS.length, "No enrollment matches.")],

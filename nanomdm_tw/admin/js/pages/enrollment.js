@@ -61,7 +61,7 @@ function userChannels(channels) {
     ),
   );
   return tableWrap(
-    table({ id: "user-channels" }, "User channels of this device", headers, rows.length ? rows : [emptyRow(headers.length, "No user channels.")]),
+    table({ id: "user-channels", class: "stack" }, "User channels of this device", headers, rows.length ? rows : [emptyRow(headers.length, "No user channels.")]),
   );
 }
 
@@ -132,7 +132,7 @@ function queueSection(enrollmentId, queue, context) {
   return section(
     "Queue",
     el("p", {}, queue.commands.length ? `${count} command${count === "1" ? "" : "s"} waiting for the device.` : "Nothing waiting for the device."),
-    tableWrap(table({ id: "queue" }, "Commands still to be answered, in delivery order", headers, rows.length ? rows : [emptyRow(headers.length, "The queue is empty.")])),
+    tableWrap(table({ id: "queue", class: "stack" }, "Commands still to be answered, in delivery order", headers, rows.length ? rows : [emptyRow(headers.length, "The queue is empty.")])),
     el("div", { class: "actions" }, clearButton),
     confirmBox,
   );
@@ -189,7 +189,7 @@ async function historySection(enrollmentId, history) {
   return section(
     "History",
     el("p", {}, history.next_cursor ? `The first ${HISTORY_LIMIT} commands, newest first.` : "Every command queued to this enrollment, newest first."),
-    tableWrap(table({ id: "history" }, "Commands and what the device answered", headers, rows.length ? rows : [emptyRow(headers.length, "No commands yet.")])),
+    tableWrap(table({ id: "history", class: "stack" }, "Commands and what the device answered", headers, rows.length ? rows : [emptyRow(headers.length, "No commands yet.")])),
   );
 }
 
@@ -221,7 +221,8 @@ export async function render(context) {
     getJSON(`/v1/enrollments/${segment(id)}`),
     getJSON(queuePath),
     getJSON(`${queuePath}${query({ all: 1, limit: HISTORY_LIMIT })}`),
-    getJSON("/v1/catalogue"),
+    // Without the catalogue the page still shows everything but the enqueue form.
+    getJSON("/v1/catalogue").catch((error) => ({ error })),
   ]);
   const refresh = el("button", { type: "button", id: "refresh", class: "secondary" }, "Refresh");
   refresh.addEventListener("click", () => context.reload());
@@ -230,7 +231,12 @@ export async function render(context) {
     el("p", { class: "subtitle" }, `${enrollment.type} enrollment, ${enrollment.enabled ? "enabled" : "disabled"}`),
     el("div", { class: "actions" }, pushButton(id, context), refresh),
     section("Facts", factsList(enrollment)),
-    section("Send a command", enqueueForm(id, catalogue, context)),
+    section(
+      "Send a command",
+      catalogue.error
+        ? el("p", { class: "failed" }, `The command catalogue did not load: ${catalogue.error.message}`)
+        : enqueueForm(id, catalogue, context),
+    ),
     queueSection(id, queue, context),
     await historySection(id, history),
     section("User channels", userChannels(enrollment.user_channels || [])),
