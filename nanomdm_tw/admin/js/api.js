@@ -29,7 +29,8 @@ export class ApiError extends Error {
 function basicAuthorization(key) {
   // btoa takes Latin-1 only: encode the key as UTF-8 first, as curl -u would.
   let binary = "";
-  for (const byte of new TextEncoder().encode(`nanomdm:${key}`)) binary += String.fromCharCode(byte);
+  for (const byte of new TextEncoder().encode(`nanomdm:${key}`))
+    binary += String.fromCharCode(byte);
   return `Basic ${btoa(binary)}`;
 }
 

@@ -2,12 +2,14 @@
 // attributes through setAttribute on a fixed list, so nothing a device reports
 // (DeviceName, results, error strings) can ever become markup or script.
 
-const ATTRIBUTES = new Set([
-  "id", "class", "href", "type", "name", "value", "for", "scope", "colspan", "role",
-  "placeholder", "autocomplete", "required", "disabled", "checked", "selected", "min",
-  "max", "step", "accept", "tabindex", "title", "hidden", "open", "readonly", "rows",
-  "spellcheck", "datetime", "inputmode", "pattern", "maxlength", "multiple", "lang", "label",
-]);
+const ATTRIBUTES = new Set(
+  [
+    "id class href type name value for scope colspan role label placeholder autocomplete",
+    "spellcheck required disabled checked selected step accept tabindex hidden open datetime",
+  ]
+    .join(" ")
+    .split(" "),
+);
 
 function setAttribute(element, name, value) {
   if (value === null || value === undefined || value === false) return;
@@ -42,7 +44,8 @@ export function el(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes || {})) {
     if (name === "on") {
-      for (const [event, handler] of Object.entries(value)) element.addEventListener(event, handler);
+      for (const [event, handler] of Object.entries(value))
+        element.addEventListener(event, handler);
     } else {
       setAttribute(element, name, value);
     }
@@ -78,7 +81,15 @@ export function table(attributes, caption, headers, rows) {
     "table",
     attributes,
     caption ? el("caption", {}, caption) : null,
-    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        headers.map((h) => el("th", { scope: "col" }, h)),
+      ),
+    ),
     el("tbody", {}, rows),
   );
 }
@@ -93,7 +104,8 @@ export function facts(attributes, pairs) {
   return el(
     "dl",
     attributes,
-    pairs.filter(([, value]) => value !== null && value !== undefined && value !== "")
+    pairs
+      .filter(([, value]) => value !== null && value !== undefined && value !== "")
       .map(([term, value]) => el("div", {}, el("dt", {}, term), el("dd", {}, value))),
   );
 }

@@ -16,7 +16,9 @@ function splitList(text) {
 function fileBase64(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
-    reader.addEventListener("load", () => resolve(String(reader.result).replace(/^data:[^,]*,/, "")));
+    reader.addEventListener("load", () =>
+      resolve(String(reader.result).replace(/^data:[^,]*,/, "")),
+    );
     reader.addEventListener("error", () => reject(new Error(`cannot read ${file.name}`)));
     reader.readAsDataURL(file);
   });
@@ -40,19 +42,53 @@ function argumentField(argument) {
   if (argument.kind === "strings" && Array.isArray(argument.choices)) {
     const preset = new Set(argument.default || []);
     const boxes = argument.choices.map((choice) =>
-      el("input", { type: "checkbox", name, value: choice, id: `${id}-${choice}`, checked: preset.has(choice) }),
+      el("input", {
+        type: "checkbox",
+        name,
+        value: choice,
+        id: `${id}-${choice}`,
+        checked: preset.has(choice),
+      }),
     );
-    const more = el("input", { type: "text", name: `more-${argument.key}`, id: `more-${argument.key}`, autocomplete: "off", spellcheck: "false" });
+    const more = el("input", {
+      type: "text",
+      name: `more-${argument.key}`,
+      id: `more-${argument.key}`,
+      autocomplete: "off",
+      spellcheck: "false",
+    });
     return {
       node: el(
         "fieldset",
         { class: "argument" },
-        el("legend", {}, argument.key, argument.help ? el("span", { class: "help" }, argument.help) : null),
-        el("div", { class: "choices" }, boxes.map((box) => el("label", { class: "check", for: box.id }, box, " ", box.value))),
-        el("div", { class: "field" }, el("label", { for: more.id }, "More", el("span", { class: "help" }, "other keys, separated by spaces or commas")), more),
+        el(
+          "legend",
+          {},
+          argument.key,
+          argument.help ? el("span", { class: "help" }, argument.help) : null,
+        ),
+        el(
+          "div",
+          { class: "choices" },
+          boxes.map((box) => el("label", { class: "check", for: box.id }, box, " ", box.value)),
+        ),
+        el(
+          "div",
+          { class: "field" },
+          el(
+            "label",
+            { for: more.id },
+            "More",
+            el("span", { class: "help" }, "other keys, separated by spaces or commas"),
+          ),
+          more,
+        ),
       ),
       read: async () => {
-        const values = [...boxes.filter((b) => b.checked).map((b) => b.value), ...splitList(more.value)];
+        const values = [
+          ...boxes.filter((b) => b.checked).map((b) => b.value),
+          ...splitList(more.value),
+        ];
         return values.length ? values : undefined;
       },
     };
@@ -60,7 +96,18 @@ function argumentField(argument) {
   if (argument.kind === "boolean") {
     const box = el("input", { type: "checkbox", name, id, checked: argument.default === true });
     return {
-      node: el("div", { class: "field argument" }, el("label", { class: "check", for: id }, box, " ", argument.key, argument.help ? el("span", { class: "help" }, argument.help) : null)),
+      node: el(
+        "div",
+        { class: "field argument" },
+        el(
+          "label",
+          { class: "check", for: id },
+          box,
+          " ",
+          argument.key,
+          argument.help ? el("span", { class: "help" }, argument.help) : null,
+        ),
+      ),
       read: async () => (box.checked ? true : undefined),
     };
   }
@@ -79,7 +126,12 @@ function argumentField(argument) {
     required,
     autocomplete: "off",
     spellcheck: "false",
-    value: argument.default !== null && argument.default !== undefined && !Array.isArray(argument.default) ? argument.default : null,
+    value:
+      argument.default !== null &&
+      argument.default !== undefined &&
+      !Array.isArray(argument.default)
+        ? argument.default
+        : null,
     placeholder: argument.kind === "strings" ? "separated by spaces or commas" : null,
   });
   return {
@@ -110,18 +162,48 @@ export function enqueueForm(enrollmentId, catalogue, context) {
   const select = el(
     "select",
     { id: "command-type", name: "command-type" },
-    el("optgroup", { label: "Ask (changes nothing)" }, commands.filter((c) => c.read_only).map((c) => el("option", { value: c.request_type }, c.request_type))),
-    el("optgroup", { label: "Change the device" }, commands.filter((c) => !c.read_only).map((c) => el("option", { value: c.request_type }, c.request_type, c.destructive ? " (destructive)" : ""))),
+    el(
+      "optgroup",
+      { label: "Ask (changes nothing)" },
+      commands
+        .filter((c) => c.read_only)
+        .map((c) => el("option", { value: c.request_type }, c.request_type)),
+    ),
+    el(
+      "optgroup",
+      { label: "Change the device" },
+      commands
+        .filter((c) => !c.read_only)
+        .map((c) =>
+          el(
+            "option",
+            { value: c.request_type },
+            c.request_type,
+            c.destructive ? " (destructive)" : "",
+          ),
+        ),
+    ),
   );
   if (byType.has(DEFAULT_COMMAND)) select.value = DEFAULT_COMMAND;
   const summary = el("p", { id: "command-summary", class: "help" });
   const argumentsBox = el("div", { class: "arguments" });
-  const confirmInput = el("input", { type: "text", id: "confirm-destructive", name: "confirm-destructive", autocomplete: "off", spellcheck: "false" });
+  const confirmInput = el("input", {
+    type: "text",
+    id: "confirm-destructive",
+    name: "confirm-destructive",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
   const confirmBox = el(
     "fieldset",
     { class: "destructive", hidden: true },
     el("legend", {}, "This command erases or locks out the device"),
-    el("label", { for: "confirm-destructive" }, "Type the enrollment ID to confirm", el("span", { class: "help mono" }, enrollmentId)),
+    el(
+      "label",
+      { for: "confirm-destructive" },
+      "Type the enrollment ID to confirm",
+      el("span", { class: "help mono" }, enrollmentId),
+    ),
     confirmInput,
   );
   const noPush = el("input", { type: "checkbox", id: "enqueue-no-push", name: "no-push" });
@@ -140,7 +222,12 @@ export function enqueueForm(enrollmentId, catalogue, context) {
     const spec = byType.get(select.value);
     fill(summary, spec ? spec.summary : "");
     fields = (spec?.arguments || []).map((argument) => ({ argument, ...argumentField(argument) }));
-    fill(argumentsBox, fields.length ? fields.map((f) => f.node) : el("p", { class: "help" }, "This command takes no arguments."));
+    fill(
+      argumentsBox,
+      fields.length
+        ? fields.map((f) => f.node)
+        : el("p", { class: "help" }, "This command takes no arguments."),
+    );
     confirmBox.hidden = !destructive();
     confirmInput.value = "";
     submit.classList.toggle("danger", destructive());
@@ -166,9 +253,12 @@ export function enqueueForm(enrollmentId, catalogue, context) {
       const body = { ids: [enrollmentId], request_type: requestType, arguments: values };
       if (noPush.checked) body.no_push = true;
       const { result } = await apiResult("POST", "/v1/enqueue", body);
-      const refused = result.command_error || ((result.status || {})[enrollmentId] || {}).command_error;
+      const refused =
+        result.command_error || ((result.status || {})[enrollmentId] || {}).command_error;
       if (refused || !result.command_uuid) {
-        context.fail(`${requestType} was not queued: ${refused || "the server gave no command UUID"}`);
+        context.fail(
+          `${requestType} was not queued: ${refused || "the server gave no command UUID"}`,
+        );
         return;
       }
       context.notify(

@@ -66,7 +66,11 @@ function errorView(page, error) {
   return [
     el("h1", { tabindex: -1 }, page.title),
     el("p", { class: "failed" }, "This page could not be loaded (the message above says why)."),
-    el("p", {}, el("button", { type: "button", id: "retry", on: { click: () => show() } }, "Try again")),
+    el(
+      "p",
+      {},
+      el("button", { type: "button", id: "retry", on: { click: () => show() } }, "Try again"),
+    ),
   ];
 }
 

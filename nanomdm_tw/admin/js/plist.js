@@ -96,7 +96,11 @@ export function readPlist(base64) {
     return { text: "", value: null, problem: "the result is not valid base64" };
   }
   if (new TextDecoder("latin1").decode(bytes.slice(0, 6)) === "bplist") {
-    return { text: `(binary plist, ${bytes.length} bytes)`, value: null, problem: "binary plist: not shown" };
+    return {
+      text: `(binary plist, ${bytes.length} bytes)`,
+      value: null,
+      problem: "binary plist: not shown",
+    };
   }
   const text = new TextDecoder("utf-8").decode(bytes);
   try {
@@ -122,7 +126,8 @@ export function scalarText(value) {
 function indentedLines(value, pad, lines) {
   const entries = value instanceof Map ? [...value] : value.map((item, i) => [`[${i}]`, item]);
   for (const [key, item] of entries) {
-    const label = value instanceof Map ? `${key}:` : Array.isArray(value) && !isComposite(item) ? "-" : key;
+    const label =
+      value instanceof Map ? `${key}:` : Array.isArray(value) && !isComposite(item) ? "-" : key;
     if (isComposite(item) && (item.size || item.length)) {
       lines.push(`${pad}${label}`);
       indentedLines(item, `${pad}  `, lines);
@@ -150,9 +155,23 @@ export function resultTable(dict) {
   const rows = [];
   for (const [key, value] of dict) {
     if (value instanceof Map && value.size) {
-      rows.push(el("tr", { class: "group" }, el("th", { scope: "row" }, key), el("td", {}, scalarText(value))));
+      rows.push(
+        el(
+          "tr",
+          { class: "group" },
+          el("th", { scope: "row" }, key),
+          el("td", {}, scalarText(value)),
+        ),
+      );
       for (const [innerKey, innerValue] of value) {
-        rows.push(el("tr", { class: "depth-1" }, el("th", { scope: "row" }, innerKey), valueCell(innerValue)));
+        rows.push(
+          el(
+            "tr",
+            { class: "depth-1" },
+            el("th", { scope: "row" }, innerKey),
+            valueCell(innerValue),
+          ),
+        );
       }
     } else {
       rows.push(el("tr", {}, el("th", { scope: "row" }, key), valueCell(value)));
@@ -161,14 +180,19 @@ export function resultTable(dict) {
   return el(
     "table",
     { class: "result" },
-    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Key"), el("th", { scope: "col" }, "Value"))),
+    el(
+      "thead",
+      {},
+      el("tr", {}, el("th", { scope: "col" }, "Key"), el("th", { scope: "col" }, "Value")),
+    ),
     el("tbody", {}, rows),
   );
 }
 
 /** The ErrorChain of the API's error_chain, or else of the parsed result. */
 function errorChainOf(delivery, value) {
-  if (Array.isArray(delivery.error_chain) && delivery.error_chain.length) return delivery.error_chain;
+  if (Array.isArray(delivery.error_chain) && delivery.error_chain.length)
+    return delivery.error_chain;
   const chain = value instanceof Map ? value.get("ErrorChain") : null;
   if (!Array.isArray(chain)) return [];
   return chain.filter((e) => e instanceof Map).map((e) => Object.fromEntries(e));
@@ -182,7 +206,11 @@ export function errorChainList(chain) {
       el(
         "li",
         {},
-        el("span", { class: "error-description" }, String(error.LocalizedDescription ?? error.USEnglishDescription ?? "(no description)")),
+        el(
+          "span",
+          { class: "error-description" },
+          String(error.LocalizedDescription ?? error.USEnglishDescription ?? "(no description)"),
+        ),
         " — ",
         el("span", { class: "error-domain" }, String(error.ErrorDomain ?? "?")),
         " ",
@@ -195,7 +223,11 @@ export function errorChainList(chain) {
 /** The body of a result: error chain, key/value table, raw plist text. */
 export function resultView(delivery) {
   if (!delivery.result) {
-    return el("p", { class: "no-result" }, delivery.status ? "The report carried no result." : "No result reported yet.");
+    return el(
+      "p",
+      { class: "no-result" },
+      delivery.status ? "The report carried no result." : "No result reported yet.",
+    );
   }
   const { text, value, problem } = readPlist(delivery.result);
   const chain = errorChainOf(delivery, value);
@@ -212,6 +244,13 @@ export function resultView(delivery) {
 /** A details element holding a delivery's result, closed unless `open`. */
 export function resultDetails(delivery, open = false) {
   const what = delivery.result ? "Result" : "No result";
-  const chain = delivery.error_chain ? ` (${delivery.error_chain.length} error${delivery.error_chain.length === 1 ? "" : "s"})` : "";
-  return el("details", { class: "result-details", open }, el("summary", {}, what + chain), resultView(delivery));
+  const chain = delivery.error_chain
+    ? ` (${delivery.error_chain.length} error${delivery.error_chain.length === 1 ? "" : "s"})`
+    : "";
+  return el(
+    "details",
+    { class: "result-details", open },
+    el("summary", {}, what + chain),
+    resultView(delivery),
+  );
 }

@@ -43,7 +43,9 @@ export async function render(context) {
   const uuid = context.arg;
   if (!uuid) throw new Error("the address names no command");
   const cursor = context.params.get("cursor") || "";
-  const command = await getJSON(`/v1/commands/${segment(uuid)}${query({ limit: PAGE_SIZE, cursor })}`);
+  const command = await getJSON(
+    `/v1/commands/${segment(uuid)}${query({ limit: PAGE_SIZE, cursor })}`,
+  );
   const deliveries = command.deliveries || [];
   const pending = deliveries.filter((d) => STILL_PENDING.has(d.state)).length;
   const headers = ["Enrollment ID", "Status", "NotNow count", "Enqueued", "Reported", "Result"];
@@ -60,20 +62,42 @@ export async function render(context) {
       ["Enrollments on this page", String(deliveries.length)],
       ["Answers", tally(deliveries) || "none yet"],
     ]),
-    el("p", {}, "Still pending: ", el("strong", { id: "pending-count" }, pending), ` of ${deliveries.length}${next ? " on this page" : ""}.`),
+    el(
+      "p",
+      {},
+      "Still pending: ",
+      el("strong", { id: "pending-count" }, pending),
+      ` of ${deliveries.length}${next ? " on this page" : ""}.`,
+    ),
     el("div", { class: "actions" }, refresh),
     section(
       "Fan-out",
       tableWrap(
-        table({ id: "fanout", class: "stack" }, "Each enrollment the command was queued to, in ID order", headers, deliveries.length ? deliveries.map(row) : [emptyRow(headers.length, "Queued to no enrollment.")]),
+        table(
+          { id: "fanout", class: "stack" },
+          "Each enrollment the command was queued to, in ID order",
+          headers,
+          deliveries.length
+            ? deliveries.map(row)
+            : [emptyRow(headers.length, "Queued to no enrollment.")],
+        ),
       ),
       el(
         "div",
         { class: "actions" },
         cursor ? el("a", { href: here }, "First page") : null,
-        next ? el("a", { href: `${here}${query({ cursor: next })}`, id: "next-page" }, "Next page") : null,
+        next
+          ? el("a", { href: `${here}${query({ cursor: next })}`, id: "next-page" }, "Next page")
+          : null,
       ),
     ),
-    section("Command as queued", el("pre", { class: "command-raw", "aria-label": "Command plist" }, readPlist(command.command).text)),
+    section(
+      "Command as queued",
+      el(
+        "pre",
+        { class: "command-raw", "aria-label": "Command plist" },
+        readPlist(command.command).text,
+      ),
+    ),
   ];
 }

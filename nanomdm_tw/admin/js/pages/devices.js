@@ -11,8 +11,14 @@ export const title = "Devices";
 const PAGE_SIZE = 50;
 const TYPES = ["Device", "User", "User Enrollment (Device)", "User Enrollment", "Shared iPad"];
 const HEADERS = [
-  "Enrollment ID", "Type", "Serial number", "User short name", "User long name", "Topic",
-  "Enabled", "Last seen",
+  "Enrollment ID",
+  "Type",
+  "Serial number",
+  "User short name",
+  "User long name",
+  "Topic",
+  "Enabled",
+  "Last seen",
 ];
 
 function filtersOf(params) {
@@ -62,7 +68,12 @@ function row(enrollment) {
 }
 
 function field(label, control, help) {
-  return el("div", { class: "field" }, el("label", { for: control.id }, label, help ? el("span", { class: "help" }, help) : null), control);
+  return el(
+    "div",
+    { class: "field" },
+    el("label", { for: control.id }, label, help ? el("span", { class: "help" }, help) : null),
+    control,
+  );
 }
 
 function filterForm(filters) {

@@ -19,7 +19,9 @@ const DELIVERY_PAGES = 20;
 async function deliveryOf(commandUuid, enrollmentId) {
   let cursor;
   for (let page = 0; page < DELIVERY_PAGES; page++) {
-    const command = await getJSON(`/v1/commands/${segment(commandUuid)}${query({ limit: 1000, cursor })}`);
+    const command = await getJSON(
+      `/v1/commands/${segment(commandUuid)}${query({ limit: 1000, cursor })}`,
+    );
     const found = command.deliveries.find((d) => d.id === enrollmentId);
     if (found || !command.next_cursor) return found || null;
     cursor = command.next_cursor;
@@ -37,7 +39,10 @@ function factsList(enrollment) {
     ["User short name", user.user_short_name],
     ["User long name", user.user_long_name],
     ["Topic", enrollment.topic],
-    ["Device channel", isDevice || !enrollment.device_id ? null : enrollmentLink(enrollment.device_id)],
+    [
+      "Device channel",
+      isDevice || !enrollment.device_id ? null : enrollmentLink(enrollment.device_id),
+    ],
     ["User ID", enrollment.user_id],
     ["Token updates", String(enrollment.token_update_tally)],
     ["Last seen", when(enrollment.last_seen)],
@@ -47,7 +52,14 @@ function factsList(enrollment) {
 }
 
 function userChannels(channels) {
-  const headers = ["Enrollment ID", "Type", "User short name", "User long name", "Enabled", "Last seen"];
+  const headers = [
+    "Enrollment ID",
+    "Type",
+    "User short name",
+    "User long name",
+    "Enabled",
+    "Last seen",
+  ];
   const rows = channels.map((channel) =>
     el(
       "tr",
@@ -61,7 +73,12 @@ function userChannels(channels) {
     ),
   );
   return tableWrap(
-    table({ id: "user-channels", class: "stack" }, "User channels of this device", headers, rows.length ? rows : [emptyRow(headers.length, "No user channels.")]),
+    table(
+      { id: "user-channels", class: "stack" },
+      "User channels of this device",
+      headers,
+      rows.length ? rows : [emptyRow(headers.length, "No user channels.")],
+    ),
   );
 }
 
@@ -83,7 +100,15 @@ function queueSection(enrollmentId, queue, context) {
   }
 
   const rows = queue.commands.map((command) => {
-    const button = el("button", { type: "button", class: "delete-command secondary", "aria-label": `Remove ${command.request_type} ${command.command_uuid} from the queue` }, "Remove");
+    const button = el(
+      "button",
+      {
+        type: "button",
+        class: "delete-command secondary",
+        "aria-label": `Remove ${command.request_type} ${command.command_uuid} from the queue`,
+      },
+      "Remove",
+    );
     button.addEventListener("click", () => removeCommand(command.command_uuid, button));
     return el(
       "tr",
@@ -98,16 +123,32 @@ function queueSection(enrollmentId, queue, context) {
     );
   });
 
-  const confirmButton = el("button", { type: "button", id: "clear-queue-confirm", class: "danger" }, "Yes, clear the queue");
-  const cancelButton = el("button", { type: "button", id: "clear-queue-cancel", class: "secondary" }, "Keep the commands");
+  const confirmButton = el(
+    "button",
+    { type: "button", id: "clear-queue-confirm", class: "danger" },
+    "Yes, clear the queue",
+  );
+  const cancelButton = el(
+    "button",
+    { type: "button", id: "clear-queue-cancel", class: "secondary" },
+    "Keep the commands",
+  );
   const count = `${queue.commands.length}${queue.next_cursor ? "+" : ""}`;
   const confirmBox = el(
     "div",
     { class: "confirm", hidden: true, role: "group", "aria-label": "Confirm clearing the queue" },
-    el("p", {}, `Remove all ${count} commands still queued for this enrollment? The device will not get them.`),
+    el(
+      "p",
+      {},
+      `Remove all ${count} commands still queued for this enrollment? The device will not get them.`,
+    ),
     el("div", { class: "actions" }, confirmButton, cancelButton),
   );
-  const clearButton = el("button", { type: "button", id: "clear-queue", class: "secondary", disabled: !queue.commands.length }, "Clear the queue…");
+  const clearButton = el(
+    "button",
+    { type: "button", id: "clear-queue", class: "secondary", disabled: !queue.commands.length },
+    "Clear the queue…",
+  );
   clearButton.addEventListener("click", () => {
     confirmBox.hidden = false;
     confirmButton.focus();
@@ -131,8 +172,21 @@ function queueSection(enrollmentId, queue, context) {
 
   return section(
     "Queue",
-    el("p", {}, queue.commands.length ? `${count} command${count === "1" ? "" : "s"} waiting for the device.` : "Nothing waiting for the device."),
-    tableWrap(table({ id: "queue", class: "stack" }, "Commands still to be answered, in delivery order", headers, rows.length ? rows : [emptyRow(headers.length, "The queue is empty.")])),
+    el(
+      "p",
+      {},
+      queue.commands.length
+        ? `${count} command${count === "1" ? "" : "s"} waiting for the device.`
+        : "Nothing waiting for the device.",
+    ),
+    tableWrap(
+      table(
+        { id: "queue", class: "stack" },
+        "Commands still to be answered, in delivery order",
+        headers,
+        rows.length ? rows : [emptyRow(headers.length, "The queue is empty.")],
+      ),
+    ),
     el("div", { class: "actions" }, clearButton),
     confirmBox,
   );
@@ -140,7 +194,12 @@ function queueSection(enrollmentId, queue, context) {
 
 /** A history row's result: fetched now (`eager`) or when its details are first opened. */
 async function resultCell(command, enrollmentId, eager, open) {
-  if (!command.status) return el("td", { class: "result-cell" }, command.state === "cleared" ? "cleared, never answered" : "not answered yet");
+  if (!command.status)
+    return el(
+      "td",
+      { class: "result-cell" },
+      command.state === "cleared" ? "cleared, never answered" : "not answered yet",
+    );
   if (eager) {
     try {
       const delivery = (await deliveryOf(command.command_uuid, enrollmentId)) || command;
@@ -149,7 +208,11 @@ async function resultCell(command, enrollmentId, eager, open) {
       return el("td", { class: "result-cell failed" }, `Result not loaded: ${error.message}`);
     }
   }
-  const body = el("div", { class: "result-body" }, el("p", { class: "loading" }, "Loading the result…"));
+  const body = el(
+    "div",
+    { class: "result-body" },
+    el("p", { class: "loading" }, "Loading the result…"),
+  );
   const details = el("details", { class: "result-details" }, el("summary", {}, "Result"), body);
   let loaded = false;
   details.addEventListener("toggle", async () => {
@@ -188,8 +251,21 @@ async function historySection(enrollmentId, history) {
   );
   return section(
     "History",
-    el("p", {}, history.next_cursor ? `The first ${HISTORY_LIMIT} commands, newest first.` : "Every command queued to this enrollment, newest first."),
-    tableWrap(table({ id: "history", class: "stack" }, "Commands and what the device answered", headers, rows.length ? rows : [emptyRow(headers.length, "No commands yet.")])),
+    el(
+      "p",
+      {},
+      history.next_cursor
+        ? `The first ${HISTORY_LIMIT} commands, newest first.`
+        : "Every command queued to this enrollment, newest first.",
+    ),
+    tableWrap(
+      table(
+        { id: "history", class: "stack" },
+        "Commands and what the device answered",
+        headers,
+        rows.length ? rows : [emptyRow(headers.length, "No commands yet.")],
+      ),
+    ),
   );
 }
 
@@ -202,7 +278,8 @@ function pushButton(enrollmentId, context) {
       const { result } = await apiResult("POST", `/v1/push/${segment(enrollmentId)}`);
       const mine = (result.status || {})[enrollmentId] || {};
       const error = result.push_error || mine.push_error;
-      if (error || !mine.push_result) context.fail(`The push failed: ${error || "APNs gave no answer for this enrollment"}`);
+      if (error || !mine.push_result)
+        context.fail(`The push failed: ${error || "APNs gave no answer for this enrollment"}`);
       else context.notify(`Pushed to ${enrollmentId} (apns-id ${mine.push_result}).`);
     } catch (error) {
       context.fail(error);
@@ -228,13 +305,21 @@ export async function render(context) {
   refresh.addEventListener("click", () => context.reload());
   return [
     el("h1", { tabindex: -1, class: "mono" }, enrollment.id),
-    el("p", { class: "subtitle" }, `${enrollment.type} enrollment, ${enrollment.enabled ? "enabled" : "disabled"}`),
+    el(
+      "p",
+      { class: "subtitle" },
+      `${enrollment.type} enrollment, ${enrollment.enabled ? "enabled" : "disabled"}`,
+    ),
     el("div", { class: "actions" }, pushButton(id, context), refresh),
     section("Facts", factsList(enrollment)),
     section(
       "Send a command",
       catalogue.error
-        ? el("p", { class: "failed" }, `The command catalogue did not load: ${catalogue.error.message}`)
+        ? el(
+            "p",
+            { class: "failed" },
+            `The command catalogue did not load: ${catalogue.error.message}`,
+          )
         : enqueueForm(id, catalogue, context),
     ),
     queueSection(id, queue, context),

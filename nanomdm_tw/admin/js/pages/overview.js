@@ -10,20 +10,42 @@ export const title = "Overview";
 function countRows(counts) {
   return Object.entries(counts)
     .sort(([a], [b]) => a.localeCompare(b))
-    .map(([name, count]) => el("tr", {}, el("th", { scope: "row" }, name), el("td", { class: "number" }, count)));
+    .map(([name, count]) =>
+      el("tr", {}, el("th", { scope: "row" }, name), el("td", { class: "number" }, count)),
+    );
 }
 
 function enrollmentCounts(enrollments) {
   const rows = [
-    el("tr", {}, el("th", { scope: "row" }, "Total"), el("td", { class: "number" }, enrollments.total)),
-    el("tr", {}, el("th", { scope: "row" }, "Enabled"), el("td", { class: "number" }, enrollments.enabled)),
-    el("tr", {}, el("th", { scope: "row" }, "Disabled"), el("td", { class: "number" }, enrollments.disabled)),
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row" }, "Total"),
+      el("td", { class: "number" }, enrollments.total),
+    ),
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row" }, "Enabled"),
+      el("td", { class: "number" }, enrollments.enabled),
+    ),
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row" }, "Disabled"),
+      el("td", { class: "number" }, enrollments.disabled),
+    ),
     ...countRows(enrollments.by_type || {}).map((row) => {
       row.classList.add("by-type");
       return row;
     }),
   ];
-  return table({ id: "enrollment-counts" }, "Enrollments by state and type", ["Enrollments", "Count"], rows);
+  return table(
+    { id: "enrollment-counts" },
+    "Enrollments by state and type",
+    ["Enrollments", "Count"],
+    rows,
+  );
 }
 
 function pushes(counts) {
@@ -42,8 +64,18 @@ function webhooks(webhook) {
     return el("div", { id: "webhooks" }, el("p", {}, "No webhook configured (-webhook-url)."));
   }
   const rows = [
-    el("tr", {}, el("th", { scope: "row" }, "Delivered"), el("td", { class: "number" }, webhook.delivered)),
-    el("tr", {}, el("th", { scope: "row" }, "Retries"), el("td", { class: "number" }, webhook.retries)),
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row" }, "Delivered"),
+      el("td", { class: "number" }, webhook.delivered),
+    ),
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row" }, "Retries"),
+      el("td", { class: "number" }, webhook.retries),
+    ),
     ...Object.entries(webhook.dropped || {}).map(([reason, count]) =>
       el(
         "tr",
@@ -53,7 +85,11 @@ function webhooks(webhook) {
       ),
     ),
   ];
-  return el("div", { id: "webhooks" }, tableWrap(table({}, "Webhook deliveries", ["Webhook", "Count"], rows)));
+  return el(
+    "div",
+    { id: "webhooks" },
+    tableWrap(table({}, "Webhook deliveries", ["Webhook", "Count"], rows)),
+  );
 }
 
 export async function render() {
@@ -71,7 +107,9 @@ export async function render() {
           el(
             "span",
             { id: "readiness", class: overview.ready ? "ok" : "warning" },
-            overview.ready ? "ready" : `not ready: ${overview.not_ready_reason || "storage does not answer"}`,
+            overview.ready
+              ? "ready"
+              : `not ready: ${overview.not_ready_reason || "storage does not answer"}`,
           ),
         ],
       ]),

@@ -18,11 +18,44 @@ export async function render(context) {
     topics.map((topic) => el("option", { value: topic }, topic)),
     el("option", { value: OTHER }, "another topic…"),
   );
-  const other = el("input", { type: "text", id: "profile-topic-other", name: "profile-topic-other", placeholder: "com.apple.mgmt.External.…", autocomplete: "off", spellcheck: "false" });
-  const otherField = el("div", { class: "field" }, el("label", { for: "profile-topic-other" }, "Topic", el("span", { class: "help" }, "the push certificate's topic (UID)")), other);
-  const url = el("input", { type: "url", id: "profile-url", name: "profile-url", value: location.origin, required: true, autocomplete: "off", spellcheck: "false" });
-  const preview = el("pre", { id: "profile-preview", "aria-label": "Profile preview", tabindex: 0 });
-  const download = el("button", { type: "button", id: "profile-download" }, "Download enroll.mobileconfig");
+  const other = el("input", {
+    type: "text",
+    id: "profile-topic-other",
+    name: "profile-topic-other",
+    placeholder: "com.apple.mgmt.External.…",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const otherField = el(
+    "div",
+    { class: "field" },
+    el(
+      "label",
+      { for: "profile-topic-other" },
+      "Topic",
+      el("span", { class: "help" }, "the push certificate's topic (UID)"),
+    ),
+    other,
+  );
+  const url = el("input", {
+    type: "url",
+    id: "profile-url",
+    name: "profile-url",
+    value: location.origin,
+    required: true,
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const preview = el("pre", {
+    id: "profile-preview",
+    "aria-label": "Profile preview",
+    tabindex: 0,
+  });
+  const download = el(
+    "button",
+    { type: "button", id: "profile-download" },
+    "Download enroll.mobileconfig",
+  );
 
   function topic() {
     return select.value === OTHER ? other.value.trim() : select.value;
@@ -51,8 +84,13 @@ export async function render(context) {
     try {
       const profile = await fetchProfile();
       fill(preview, profile.text);
-      downloadBlob(new Blob([profile.text], { type: "application/x-apple-aspen-config" }), "enroll.mobileconfig");
-      context.notify("Downloaded enroll.mobileconfig: put the SCEP URL and challenge in before devices use it.");
+      downloadBlob(
+        new Blob([profile.text], { type: "application/x-apple-aspen-config" }),
+        "enroll.mobileconfig",
+      );
+      context.notify(
+        "Downloaded enroll.mobileconfig: put the SCEP URL and challenge in before devices use it.",
+      );
     } catch (error) {
       context.fail(error);
     }
@@ -60,7 +98,11 @@ export async function render(context) {
   select.addEventListener("change", chooseTopic);
   chooseTopic();
   if (topics.length) {
-    fill(preview, (await getText(`/v1/enrollment-profile${query({ topic: topics[0], url: location.origin })}`)).text);
+    fill(
+      preview,
+      (await getText(`/v1/enrollment-profile${query({ topic: topics[0], url: location.origin })}`))
+        .text,
+    );
   } else {
     fill(preview, "No push certificate is stored: type a topic, then Show.");
   }
@@ -80,9 +122,19 @@ export async function render(context) {
       el("label", { for: "profile-topic" }, "Push topic"),
       select,
       otherField,
-      el("label", { for: "profile-url" }, "Server URL", el("span", { class: "help" }, "how devices reach this server (https://…)")),
+      el(
+        "label",
+        { for: "profile-url" },
+        "Server URL",
+        el("span", { class: "help" }, "how devices reach this server (https://…)"),
+      ),
       url,
-      el("div", { class: "actions" }, el("button", { type: "submit", id: "profile-show", class: "secondary" }, "Show"), download),
+      el(
+        "div",
+        { class: "actions" },
+        el("button", { type: "submit", id: "profile-show", class: "secondary" }, "Show"),
+        download,
+      ),
     ),
     el("h2", {}, "Profile"),
     preview,

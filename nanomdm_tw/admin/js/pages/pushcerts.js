@@ -12,8 +12,19 @@ function readText(file) {
 }
 
 function uploadForm(context) {
-  const cert = el("input", { type: "file", id: "pushcert-cert", name: "pushcert-cert", accept: ".pem,.crt,.cer,text/plain", required: true });
-  const key = el("input", { type: "file", id: "pushcert-key", name: "pushcert-key", accept: ".pem,.key,text/plain" });
+  const cert = el("input", {
+    type: "file",
+    id: "pushcert-cert",
+    name: "pushcert-cert",
+    accept: ".pem,.crt,.cer,text/plain",
+    required: true,
+  });
+  const key = el("input", {
+    type: "file",
+    id: "pushcert-key",
+    name: "pushcert-key",
+    accept: ".pem,.key,text/plain",
+  });
   const submit = el("button", { type: "submit", id: "pushcert-upload" }, "Upload");
 
   async function upload(event) {
@@ -25,10 +36,15 @@ function uploadForm(context) {
     }
     submit.disabled = true;
     try {
-      const [certText, keyText] = await Promise.all([readText(cert.files[0]), readText(key.files[0])]);
+      const [certText, keyText] = await Promise.all([
+        readText(cert.files[0]),
+        readText(key.files[0]),
+      ]);
       const body = keyText ? `${certText.trimEnd()}\n${keyText.trimEnd()}\n` : certText;
       const stored = await sendBody("PUT", "/v1/pushcert", body, "text/plain");
-      context.notify(`Stored the push certificate of ${stored.topic}, valid until ${stored.not_after}.`);
+      context.notify(
+        `Stored the push certificate of ${stored.topic}, valid until ${stored.not_after}.`,
+      );
       context.reload();
     } catch (error) {
       context.fail(error);
@@ -40,9 +56,23 @@ function uploadForm(context) {
   return el(
     "form",
     { id: "pushcert-form", class: "stacked", on: { submit: upload } },
-    el("label", { for: "pushcert-cert" }, "Certificate", el("span", { class: "help" }, "the APNs MDM push certificate, PEM")),
+    el(
+      "label",
+      { for: "pushcert-cert" },
+      "Certificate",
+      el("span", { class: "help" }, "the APNs MDM push certificate, PEM"),
+    ),
     cert,
-    el("label", { for: "pushcert-key" }, "Private key", el("span", { class: "help" }, "its unencrypted private key, PEM (leave empty when the certificate file holds both)")),
+    el(
+      "label",
+      { for: "pushcert-key" },
+      "Private key",
+      el(
+        "span",
+        { class: "help" },
+        "its unencrypted private key, PEM (leave empty when the certificate file holds both)",
+      ),
+    ),
     key,
     el("div", { class: "actions" }, submit),
   );
@@ -56,13 +86,28 @@ export async function render(context) {
     el(
       "p",
       {},
-      certs.length ? `${certs.length} topic${certs.length === 1 ? "" : "s"}` : "No push certificate stored",
-      expiring ? `; ${expiring} expiring within ${WARN_DAYS} days or unreadable: renew at identity.apple.com.` : ".",
+      certs.length
+        ? `${certs.length} topic${certs.length === 1 ? "" : "s"}`
+        : "No push certificate stored",
+      expiring
+        ? `; ${expiring} expiring within ${WARN_DAYS} days or unreadable: renew at identity.apple.com.`
+        : ".",
     ),
-    tableWrap(table({ id: "pushcerts" }, "Stored push certificates by topic", PUSH_CERT_HEADERS, certs.length ? pushCertRows(certs) : [emptyRow(3, "No push certificate stored.")])),
+    tableWrap(
+      table(
+        { id: "pushcerts" },
+        "Stored push certificates by topic",
+        PUSH_CERT_HEADERS,
+        certs.length ? pushCertRows(certs) : [emptyRow(3, "No push certificate stored.")],
+      ),
+    ),
     section(
       "Upload a push certificate",
-      el("p", {}, "It replaces the certificate of the same topic. The key goes to the server only, over this connection."),
+      el(
+        "p",
+        {},
+        "It replaces the certificate of the same topic. The key goes to the server only, over this connection.",
+      ),
       uploadForm(context),
     ),
   ];
