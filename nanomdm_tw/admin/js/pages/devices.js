@@ -61,7 +61,7 @@ function row(enrollment) {
     el("td", {}, (enrollment.device || {}).serial_number || ""),
     el("td", {}, user.user_short_name || ""),
     el("td", {}, user.user_long_name || ""),
-    el("td", {}, enrollment.topic || ""),
+    el("td", { class: "topic" }, enrollment.topic || ""),
     el("td", {}, yesNo(enrollment.enabled)),
     el("td", {}, when(enrollment.last_seen)),
   );
