@@ -93,6 +93,20 @@ function argumentField(argument) {
       },
     };
   }
+  if (argument.kind === "string" && Array.isArray(argument.choices)) {
+    const select = el(
+      "select",
+      { name, id, required },
+      required ? null : el("option", { value: "" }, "(none)"),
+      argument.choices.map((choice) =>
+        el("option", { value: choice, selected: choice === argument.default }, choice),
+      ),
+    );
+    return {
+      node: el("div", { class: "field argument" }, label(argument, id), select),
+      read: async () => select.value || undefined,
+    };
+  }
   if (argument.kind === "boolean") {
     const box = el("input", { type: "checkbox", name, id, checked: argument.default === true });
     return {
