@@ -28,7 +28,7 @@ export function section(heading, ...children) {
 }
 
 /** What a push certificate's expiry means for the operator. */
-export function expiryText(cert) {
+function expiryText(cert) {
   if (cert.error) return `cannot be read: ${cert.error}`;
   const days = cert.days_left;
   if (days < 0) return `expired ${-days} day${days === -1 ? "" : "s"} ago`;

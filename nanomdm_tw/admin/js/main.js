@@ -23,7 +23,7 @@ const notice = document.getElementById("notice");
 let generation = 0; // which render is the latest; older ones drop their results
 let carried = { message: null, notice: null }; // texts for the next page shown
 
-export function parseRoute(hash) {
+function parseRoute(hash) {
   const raw = hash.startsWith("#/") ? hash.slice(2) : "";
   const at = raw.indexOf("?");
   const path = at < 0 ? raw : raw.slice(0, at);
@@ -88,7 +88,6 @@ async function show({ reload = false, focus = false } = {}) {
   const context = {
     arg: route.arg,
     params: route.params,
-    isCurrent: () => token === generation,
     setState: (state) => token === generation && setState(state),
     notify: (...nodes) => {
       fill(message);

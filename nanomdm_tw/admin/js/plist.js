@@ -8,14 +8,14 @@ import { el, tableWrap } from "./dom.js";
 const MAX_DEPTH = 64;
 
 /** A plist <date>, kept as its text. */
-export class PlistDate {
+class PlistDate {
   constructor(text) {
     this.text = text;
   }
 }
 
 /** A plist <data>, kept as its base64 text. */
-export class PlistData {
+class PlistData {
   constructor(base64) {
     this.base64 = base64.replace(/\s+/g, "");
   }
@@ -26,7 +26,7 @@ export class PlistData {
   }
 }
 
-export function decodeBase64(text) {
+function decodeBase64(text) {
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
@@ -77,7 +77,7 @@ function plistValue(node, depth) {
 }
 
 /** An XML plist's text as JS values (dicts as Map); throws an Error saying why not. */
-export function parsePlist(text) {
+function parsePlist(text) {
   // DOMParser would expand declared entities: a device gets no entity bombs.
   if (/<!ENTITY/i.test(text)) throw new Error("the plist declares XML entities; not parsed");
   const document = new DOMParser().parseFromString(text, "application/xml");
@@ -115,7 +115,7 @@ function isComposite(value) {
 }
 
 /** A single value as text; dicts and arrays go through indentedText. */
-export function scalarText(value) {
+function scalarText(value) {
   if (value instanceof PlistDate) return value.text;
   if (value instanceof PlistData) return `<${value.size} bytes of data>`;
   if (value instanceof Map) return value.size ? `{${value.size} keys}` : "{}";
@@ -139,7 +139,7 @@ function indentedLines(value, pad, lines) {
 }
 
 /** Dicts and arrays as indented lines of text. */
-export function indentedText(value) {
+function indentedText(value) {
   return isComposite(value) ? indentedLines(value, "", []).join("\n") : scalarText(value);
 }
 
@@ -151,7 +151,7 @@ function valueCell(value) {
 }
 
 /** table.result: a row per key; a dict's keys as indented rows under it (QueryResponses). */
-export function resultTable(dict) {
+function resultTable(dict) {
   const rows = [];
   for (const [key, value] of dict) {
     if (value instanceof Map && value.size) {
@@ -198,7 +198,7 @@ function errorChainOf(delivery, value) {
   return chain.filter((e) => e instanceof Map).map((e) => Object.fromEntries(e));
 }
 
-export function errorChainList(chain) {
+function errorChainList(chain) {
   return el(
     "ol",
     { class: "error-chain", "aria-label": "Error chain" },
