@@ -31,6 +31,7 @@ from .metrics.queuedepth import QueueDepthSampler, queue_depth_sampler
 from .offload import Offload
 from .push.service import PushService
 from .resources.authproxy import AuthProxyResource
+from .resources.admin import AdminResource
 from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import EscrowKeyUnlockResource
 from .resources.health import observability
@@ -179,6 +180,8 @@ def build_root(
             )
             migration = MDMEndpoint(migration_chain, None, Accepts.CHECKINS, offload)
             root.putChild(b"migration", APIGuard(api_key, migration))
+        if settings.admin:
+            root.putChild(b"admin", AdminResource())
     return root
 
 

@@ -65,6 +65,8 @@ class Settings:
     retro: bool = False
     ua_zl_dc: bool = False
     dev: bool = False
+    # The admin console at /admin/ (served only with an API key).
+    admin: bool = True
     storage: StorageSpec = field(default_factory=StorageSpec)
     # More --storage backends: written to after `storage`, which answers (multi).
     extra_storages: tuple[StorageSpec, ...] = ()

@@ -105,6 +105,7 @@ class Options(usage.Options):
         ["retro", None, "allow retroactive certificate-authorization association"],
         ["ua-zl-dc", None, "reply with zero-length DigestChallenge for UserAuthenticate"],
         ["dev", None, "quick start: without --ca, create a development CA and API key in the data folder"],
+        ["admin", None, "serve the admin console at /admin/ (with --api; -admin=false turns it off) [default: true]"],
     ]
 
     def __init__(self, environ: dict[str, str] | None = None, cpus: int | None = None):
@@ -113,6 +114,7 @@ class Options(usage.Options):
         self.environ = os.environ if environ is None else environ
         self.cpus = usable_cpus() if cpus is None else cpus
         self["storage"], self["storage-dsn"], self["storage-options"] = [], [], []
+        self["admin"] = None  # a flag that defaults to true: None until something sets it
         # Boolean flags given on the command line, false included (nanomdm-tw's
         # -debug=false beats NANOMDM_DEBUG=1; twistd's flags can only say true).
         self.explicit: set[str] = set()
@@ -229,6 +231,7 @@ class Options(usage.Options):
             retro=self["retro"],
             ua_zl_dc=self["ua-zl-dc"],
             dev=self["dev"],
+            admin=self["admin"] is None or bool(self["admin"]),
             storage=storages[0],
             extra_storages=tuple(storages[1:]),
             max_body_size=max_body_size,

@@ -62,10 +62,10 @@ class RunningServer:
 async def serve(tmp_path: Path, storage: StorageSpec | None = None, **settings):
     """Start a server with ``settings`` (Settings fields) and stop it afterwards."""
     settings.setdefault("api_key", "test-api-key")
+    settings.setdefault("dev", True)
     service = NanoMDMService(
         Settings(
             listen="tcp:0:interface=127.0.0.1",
-            dev=True,
             data_dir_override=str(tmp_path / "data"),
             storage=storage or StorageSpec("inmem", "", ""),
             **settings,

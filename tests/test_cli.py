@@ -96,6 +96,28 @@ def test_a_false_flag_beats_a_true_variable(ca: str) -> None:
     assert (settings.debug, settings.retro) == (False, True)
 
 
+@pytest.mark.parametrize(
+    "argv, environ, admin",
+    [
+        ([], {}, True),  # on by default, unlike every other boolean
+        (["-admin=false"], {}, False),
+        (["-admin=0"], {"NANOMDM_ADMIN": "true"}, False),
+        ([], {"NANOMDM_ADMIN": "false"}, False),
+        (["-admin"], {"NANOMDM_ADMIN": "f"}, True),
+        ([], {"NANOMDM_ADMIN": "1"}, True),
+    ],
+)
+def test_admin_console_flag_defaults_to_true(argv, environ, admin: bool, ca: str) -> None:
+    assert go_settings(["-ca", ca, *argv], environ).admin is admin
+
+
+@pytest.mark.parametrize("environ, admin", [({}, True), ({"NANOMDM_ADMIN": "false"}, False)])
+def test_admin_console_under_twistd(environ, admin: bool, ca: str) -> None:
+    """twistd's flags can only say true: the variable turns the console off there."""
+    assert twistd_settings(["--ca", ca], environ).admin is admin
+    assert twistd_settings(["--ca", ca, "--admin"], environ).admin is True
+
+
 @pytest.mark.parametrize("spelling", sorted(GO_TRUE | GO_FALSE))
 def test_variables_take_go_booleans(spelling: str, ca: str) -> None:
     expected = spelling in GO_TRUE

@@ -166,7 +166,7 @@ def test_bad_nanomdm_query_bodies_are_400(body) -> None:
 def test_fanout_bodies() -> None:
     command = base64.b64encode(b"<plist/>").decode()
     body = json.dumps({"ids": ["A", "B"], "command": command, "more": 1}).encode()
-    assert enqueue_request(body) == (["A", "B"], b"<plist/>")
+    assert enqueue_request(body) == (["A", "B"], b"<plist/>", False)
     assert push_request(b'{"ids": ["A"]}') == ["A"]
     ids = [str(n) for n in range(MAX_FANOUT_IDS)]
     assert push_request(json.dumps({"ids": ids}).encode()) == ids

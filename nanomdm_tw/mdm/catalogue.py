@@ -24,6 +24,17 @@ DEFAULT_DEVICE_QUERIES = (
     "OSVersion", "BuildVersion", "IsSupervised", "AvailableDeviceCapacity",
 )  # fmt: skip
 
+# DeviceInformation queries a person may pick from (a device answers others too).
+KNOWN_DEVICE_QUERIES = (
+    *DEFAULT_DEVICE_QUERIES, "DeviceCapacity", "BatteryLevel", "WiFiMAC", "BluetoothMAC",
+    "EthernetMAC", "IMEI", "MEID", "ICCID", "PhoneNumber", "CellularTechnology",
+    "IsRoaming", "IsActivationLockEnabled", "IsCloudBackupEnabled", "IsDeviceLocatorServiceEnabled",
+    "IsDoNotDisturbInEffect", "IsMDMLostModeEnabled", "SupplementalBuildVersion",
+    "SupplementalOSVersionExtra", "HostName", "LocalHostName", "TimeZone", "OSUpdateSettings",
+    "ProvisioningUDID", "SystemIntegrityProtectionEnabled", "EASDeviceIdentifier",
+    "AwaitingConfiguration", "MDMOptions", "LastCloudBackupDate", "ITunesStoreAccountIsActive",
+)  # fmt: skip
+
 
 class CommandArgumentError(ValueError):
     """A value that the command cannot carry; the message names the argument."""
@@ -46,6 +57,8 @@ class Argument:
     required: bool = False
     default: Any = None
     check: Callable[[Any], Any] | None = None
+    # Values to offer a person (STRINGS: to tick); others are sent as well.
+    choices: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -88,6 +101,8 @@ def _boolean(value: Any) -> bool:
 def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of strings")
     items = list(value)
     if not all(isinstance(item, str) for item in items):
         raise ValueError("expected a list of strings")
@@ -115,7 +130,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class CommandSpec:
     """
     One RequestType.  ``read_only``: asks the device something and changes
-    nothing (what ``nanomdm-cmdr -r`` picks from).  ``shape`` places the
+    nothing (what ``nanomdm-cmdr -r`` picks from).  ``destructive``: wipes
+    data for good (a console asks for a typed confirmation).  ``shape`` places the
     argument values in the Command dictionary when they do not sit at its
     top level (ScheduleOSUpdate's ``Updates`` list).
     """
@@ -124,6 +140,7 @@ class CommandSpec:
     summary: str
     arguments: tuple[Argument, ...] = ()
     read_only: bool = False
+    destructive: bool = False
     shape: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, repr=False)
 
     def fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,7 +185,7 @@ CATALOGUE: dict[str, CommandSpec] = {
             "DeviceInformation",
             "ask for device facts (queries: Model, OSVersion, ...)",
             (Argument("Queries", STRINGS, "the queries to answer",
-                      default=list(DEFAULT_DEVICE_QUERIES)),),
+                      default=list(DEFAULT_DEVICE_QUERIES), choices=KNOWN_DEVICE_QUERIES),),
             read_only=True,
         ),
         _simple("ProfileList", "list installed configuration profiles", True),
@@ -208,6 +225,7 @@ CATALOGUE: dict[str, CommandSpec] = {
                 Argument("PreserveDataPlan", BOOLEAN, "iOS: keep the cellular data plan"),
                 Argument("DisallowProximitySetup", BOOLEAN, "iOS: no Quick Start after the erase"),
             ),
+            destructive=True,
         ),
         CommandSpec(
             "InstallProfile",
@@ -226,8 +244,9 @@ CATALOGUE: dict[str, CommandSpec] = {
         ),
         CommandSpec(
             "RemoveApplication",
-            "remove a managed app",
+            "remove a managed app and its data",
             (Argument("Identifier", STRING, "the app's bundle identifier", required=True),),
+            destructive=True,
         ),
         CommandSpec(
             "ScheduleOSUpdateScan",

@@ -26,6 +26,7 @@ from ..offload import Offload
 from ..storage.interfaces import ICommandEnqueuer, IPushCertStore
 from .body import read_body
 from .clienttext import checked_text
+from .catalogue import CatalogueResource
 from .commands import CommandsResource
 from .enrollments import EnrollmentsResource
 from .fanout import enqueue_request, push_request
@@ -158,13 +159,18 @@ def fanout_methods(resource: Resource, request: Request) -> tuple[bytes, ...] | 
     return (b"POST",) if not request.postpath else allowed_methods(type(resource))
 
 
-def _read_command(request: Request) -> tuple[list[str], Command]:
-    """The IDs and the command of an enqueue request, from its path or its JSON body."""
+def _read_command(request: Request) -> tuple[list[str], Command, bool]:
+    """
+    The IDs and the command of an enqueue request, from its path or its JSON
+    body, and whether not to push (``?nopush=1`` or the body's ``no_push``).
+    """
     if is_json_fanout(request):
-        ids, raw = enqueue_request(read_body(request))
+        ids, raw, no_push = enqueue_request(read_body(request))
     else:
         ids, raw = enrollment_ids(request), read_body(request)
-    return ids, decode_command(raw)
+        no_push = False
+    no_push = no_push or bool(url_params(request).get("nopush"))
+    return ids, decode_command(raw), no_push
 
 
 class EnqueueResource(Resource):
@@ -192,14 +198,14 @@ class EnqueueResource(Resource):
         context = request.nanomdm_context
         try:
             if request.received > self._big:
-                ids, command = await self._offload.run(_read_command, request)
+                ids, command, no_push = await self._offload.run(_read_command, request)
             else:
-                ids, command = _read_command(request)
+                ids, command, no_push = _read_command(request)
         except MessageError as e:
             return _command_refused(request, e)
         context["enrollment_id"] = ids[0] if len(ids) == 1 else f"{ids[0]}(+{len(ids) - 1})"
         context["outcome"] = "enqueue " + command.command_uuid
-        no_push = self._pusher is None or bool(url_params(request).get("nopush"))
+        no_push = no_push or self._pusher is None
         try:
             errors = await self._enqueuer.enqueue_command(ids, command)
         except MessageError as e:  # the database refused a value (too long for its column)
@@ -342,6 +348,7 @@ def build_api(
     v1.putChild(b"commands", CommandsResource(storage))
     v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
     v1.putChild(b"openapi.yaml", OpenAPIResource())
+    v1.putChild(b"catalogue", CatalogueResource())
     if pusher is not None:
         v1.putChild(b"push", PushResource(pusher))
     return APIGuard(api_key, v1)

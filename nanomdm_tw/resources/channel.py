@@ -16,13 +16,15 @@ no client sends a new request into a server that is going away.
 
 from twisted.web.http import HTTPChannel
 
-BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 24\r\n"
-    b"Connection: close\r\n\r\n"
-    b"request header too large"
-)
+
+def bad_request(why: bytes) -> bytes:
+    """The whole 400 answer, written before the connection closes."""
+    return (
+        b"HTTP/1.1 400 Bad Request\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (len(why), why)
+    )
 
 
 # Go's net/http allows 1 MiB of request line and headers; NanoMDM tooling relies on
@@ -62,11 +64,13 @@ class MDMChannel(HTTPChannel):
                 request.responseHeaders.setRawHeaders(b"connection", [b"close"])
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._respondToBadRequestAndDisconnect()
+        self._respondToBadRequestAndDisconnect(b"request header too large")
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.transport.write(BAD_REQUEST)
-        self.dataReceived = self._discard
+    def _respondToBadRequestAndDisconnect(self, why: bytes = b"bad request") -> None:
+        """Twisted's answer to a request line or header it cannot parse, and ours."""
+        self.transport.write(bad_request(why))
+        # Lines already buffered (the headers after a bad request line) too.
+        self.dataReceived = self.lineReceived = self._discard
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is None:
             self.loseConnection()
