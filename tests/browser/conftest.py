@@ -30,9 +30,11 @@ os.environ["SE_OFFLINE"] = "true"
 
 @pytest.fixture(scope="session")
 def test_output() -> Path:
-    """$NANOMDM_TEST_OUTPUT, else test-output/admin/ in the repository."""
+    """$NANOMDM_TEST_OUTPUT, else test-output/admin/ in the repository; an earlier run's files go."""
     folder = Path(os.environ.get("NANOMDM_TEST_OUTPUT") or ROOT / "test-output" / "admin")
     folder.mkdir(parents=True, exist_ok=True)
+    for earlier in [*folder.glob("test_*.png"), *folder.glob("test_*.log")]:
+        earlier.unlink()
     return folder
 
 
@@ -111,16 +113,31 @@ def chromium(tmp_path_factory):
         driver.quit()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test, for the fixtures' teardown to look at."""
+    report = yield
+    setattr(item, "report_" + report.when, report)
+    return report
+
+
+def _console(request, chromium, server, test_output, api_key: str | None):
+    page = Console(chromium, server.url, test_output, request.node.name)
+    page.start(api_key)
+    yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:  # what the browser showed, and said
+        page.screenshot("failed")
+        log = test_output / f"{page.screenshot_name('failed')}.log"
+        log.write_text("\n".join(page.browser_log()) + "\n")
+
+
 @pytest.fixture
-def console(request, chromium, server, test_output) -> Console:
+def console(request, chromium, server, test_output):
     """The console with the API key already entered (``anonymous_console`` without)."""
-    page = Console(chromium, server.url, test_output, request.node.name)
-    page.start(API_KEY)
-    return page
+    yield from _console(request, chromium, server, test_output, API_KEY)
 
 
 @pytest.fixture
-def anonymous_console(request, chromium, server, test_output) -> Console:
-    page = Console(chromium, server.url, test_output, request.node.name)
-    page.start(None)
-    return page
+def anonymous_console(request, chromium, server, test_output):
+    yield from _console(request, chromium, server, test_output, None)

@@ -47,10 +47,11 @@ class Console:
     def wait_ready(self, page: str) -> WebElement:
         """``main#page`` once ``page`` finished rendering; a page in error fails with its message."""
         main = self.wait_for(
-            f'main#page[data-page="{page}"][data-state="ready"], '
-            f'main#page[data-page="{page}"][data-state="error"]'
+            f'main#page[data-page="{page}"][data-state="ready"], main#page[data-state="error"]'
         )
-        assert main.get_attribute("data-state") == "ready", self.text("#message")
+        assert main.get_attribute("data-state") == "ready", (
+            f"{main.get_attribute('data-page')} page in error: {self.text('#message')}"
+        )
         return main
 
     def wait_for(self, selector: str) -> WebElement:
@@ -109,9 +110,12 @@ class Console:
              "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
                       "scale": 1}},
         )  # fmt: skip
-        path = self.output / f"{_safe(self.test_name)}-{page}-{width}.png"
+        path = self.output / f"{self.screenshot_name(page)}-{width}.png"
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
+
+    def screenshot_name(self, page: str) -> str:
+        return f"{_safe(self.test_name)}-{page}"
 
     def browser_log(self) -> list[str]:
         """Chromium's console messages since the last call (CSP violations land here)."""

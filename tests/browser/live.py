@@ -64,11 +64,15 @@ def _lower(headers) -> dict[str, str]:
 
 @dataclass
 class LiveServer:
-    """``nanomdm-tw -dev`` on SQLite in ``folder``; ``flags`` are added to its command line."""
+    """
+    ``nanomdm-tw`` on SQLite in ``folder`` trusting ``ca``; ``flags`` are added to its
+    command line.  ``dev`` (-dev) also makes an API key when -api gives none.
+    """
 
     folder: Path
     ca: DevelopmentCA
     flags: list[str] = field(default_factory=list)
+    dev: bool = True
     apns_url: str = ""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
@@ -85,8 +89,9 @@ class LiveServer:
         self.ca.save(self.folder / "db" / "devca")
         (self.folder / "ca.pem").write_bytes(self.ca.cert_pem)
         apns = ["-apns-url", self.apns_url, "-apns-ca", str(self.folder / "ca.pem")]
+        trust = ["-dev"] if self.dev else ["-ca", str(self.folder / "ca.pem")]
         argv = [
-            sys.executable, "-m", "nanomdm_tw.cli", "-dev",
+            sys.executable, "-m", "nanomdm_tw.cli", *trust,
             "-listen", f"127.0.0.1:{self.port}", "-storage-dsn", str(self.folder / "db"),
             *(apns if self.apns_url else []), *self.flags,
         ]  # fmt: skip

@@ -267,9 +267,10 @@ def test_admin_index_is_html_and_redirected_to(server):
     assert (redirect.status, redirect.headers["location"].endswith("/admin/")) == (301, True)
 
 
-def test_the_browser_enforces_the_policy(console):
+def test_the_browser_enforces_the_policy(anonymous_console):
     """An inline script put into the page does not run: CSP, not just a header."""
-    console.visit("/overview", "overview")
+    console = anonymous_console
+    console.visit("/key", "key")
     ran = console.driver.execute_async_script(
         """
         const done = arguments[arguments.length - 1];
@@ -283,9 +284,11 @@ def test_the_browser_enforces_the_policy(console):
     assert ran.startswith("script-src")
 
 
-@pytest.mark.parametrize("flags", [[], ["-api", API_KEY, "-admin=false"]], ids=["no-api", "admin-false"])
+@pytest.mark.parametrize(
+    "flags", [[], ["-api", API_KEY, "-admin=false"]], ids=["no-api", "admin-false"]
+)
 def test_console_absent_without_api_or_when_turned_off(tmp_path, ca, flags):
-    live = LiveServer(tmp_path, ca, flags)
+    live = LiveServer(tmp_path, ca, flags, dev=False)  # -dev would make an API key
     live.start()
     try:
         assert http("GET", live.url + "/admin/").status == 404
