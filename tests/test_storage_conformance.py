@@ -602,6 +602,19 @@ async def test_push_cert_stale_token(storage):
 
 
 @pytest_twisted.ensureDeferred
+async def test_push_certs_listed_by_topic(storage):
+    assert await storage.retrieve_push_certs() == []
+    topics = [TOPIC, "com.apple.mgmt.Z", "com.apple.mgmt.b", "com.apple.mgmt.A"]
+    tokens = {topic: await storage.store_push_cert(topic, CERT_PEM, KEY_PEM) for topic in topics}
+    renewed_pem = CERT_PEM.replace(b"MIIB", b"MIIC")
+    tokens[TOPIC] = await storage.store_push_cert(TOPIC, renewed_pem, KEY_PEM)
+    listed = await storage.retrieve_push_certs()
+    assert [cert.topic for cert in listed] == sorted(topics)  # code points, not a collation
+    assert listed == [await storage.retrieve_push_cert(topic) for topic in sorted(topics)]
+    assert {cert.topic: cert.stale_token for cert in listed} == tokens
+
+
+@pytest_twisted.ensureDeferred
 async def test_cert_auth_associations(storage):
     hash_a, hash_b = "AB" * 32, "cd" * 32
     assert await storage.has_cert_hash(hash_a) is False

@@ -81,3 +81,11 @@ def parse_push_certificate(body: bytes) -> PushCertificate:
         key_pem=key_pem,
         not_after=cert.not_valid_after_utc,
     )
+
+
+def certificate_not_after(cert_pem: bytes) -> datetime.datetime:
+    """When a stored push certificate expires (the key is not read: a listing is cheap)."""
+    try:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+    except ValueError as e:
+        raise MessageError(f"cannot read the certificate: {e}") from None

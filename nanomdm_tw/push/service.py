@@ -163,6 +163,9 @@ class PushService(Service):
     def retrieve_push_cert(self, topic: str) -> Deferred:
         return self._store.retrieve_push_cert(topic)
 
+    def retrieve_push_certs(self) -> Deferred:
+        return self._store.retrieve_push_certs()
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return Deferred.fromCoroutine(self.close())

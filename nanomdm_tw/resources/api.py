@@ -35,6 +35,7 @@ from .mdm import url_params
 from .methods import Directory, allowed_methods, methods_for, not_allowed
 from .openapi import OpenAPIResource
 from .paths import enrollment_ids
+from .pushcerts import PushCertsResource
 from .queue import QueueResource
 from .render import async_render
 
@@ -347,6 +348,7 @@ def build_api(
     v1.putChild(b"queue", QueueResource(storage, storage))
     v1.putChild(b"commands", CommandsResource(storage))
     v1.putChild(b"pushcert", PushCertResource(push_certs or storage))
+    v1.putChild(b"pushcerts", PushCertsResource(storage))
     v1.putChild(b"openapi.yaml", OpenAPIResource())
     v1.putChild(b"catalogue", CatalogueResource())
     if pusher is not None:

@@ -146,6 +146,9 @@ class IPushCertStore(Interface):
     async def retrieve_push_cert(topic: str) -> PushCert | None:
         """The topic's push cert, or None."""
 
+    async def retrieve_push_certs() -> list[PushCert]:
+        """Every stored push cert, sorted by topic (a console's expiry list)."""
+
     async def is_push_cert_stale(topic: str, stale_token: str) -> bool:
         """True when the stored cert is no longer the one with ``stale_token``."""
 

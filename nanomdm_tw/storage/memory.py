@@ -384,6 +384,9 @@ class MemoryStorage(MemoryInspection):
     async def retrieve_push_cert(self, topic: str) -> PushCert | None:
         return self._push_certs.get(topic)
 
+    async def retrieve_push_certs(self) -> list[PushCert]:
+        return [self._push_certs[topic] for topic in sorted(self._push_certs)]
+
     async def is_push_cert_stale(self, topic: str, stale_token: str) -> bool:
         cert = self._push_certs.get(topic)
         return cert is None or cert.stale_token != stale_token

@@ -153,6 +153,7 @@ class MultiStorage:
     retrieve_token_update_tally = _answered("retrieve_token_update_tally")
     retrieve_push_info = _answered("retrieve_push_info")
     retrieve_push_cert = _answered("retrieve_push_cert")
+    retrieve_push_certs = _answered("retrieve_push_certs")
     is_push_cert_stale = _answered("is_push_cert_stale")
     has_cert_hash = _answered("has_cert_hash")
     enrollment_has_cert_hash = _answered("enrollment_has_cert_hash")

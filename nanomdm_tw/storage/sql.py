@@ -513,6 +513,21 @@ class SQLStorage(SQLRetention, SQLInspection, SQLBase):
             stale_token=str(row[2]),
         )
 
+    async def retrieve_push_certs(self) -> list[PushCert]:
+        rows = await self._interact(
+            self._all, "SELECT topic, cert_pem, key_pem, stale_token FROM push_certs"
+        )
+        certs = [
+            PushCert(
+                topic=topic,
+                cert_pem=as_bytes(cert_pem),
+                key_pem=as_bytes(key_pem),
+                stale_token=str(stale_token),
+            )
+            for topic, cert_pem, key_pem, stale_token in rows
+        ]
+        return sorted(certs, key=lambda cert: cert.topic)  # not the database's collation
+
     async def is_push_cert_stale(self, topic: str, stale_token: str) -> bool:
         row = await self._interact(
             self._one, "SELECT stale_token FROM push_certs WHERE topic = ?", (topic,)
