@@ -30,7 +30,7 @@ os.environ["SE_OFFLINE"] = "true"
 
 @pytest.fixture(scope="session")
 def test_output() -> Path:
-    """$NANOMDM_TEST_OUTPUT, else test-output/admin/ in the repository; an earlier run's files go."""
+    """$NANOMDM_TEST_OUTPUT, else test-output/admin/ in the repository; earlier runs' files go."""
     folder = Path(os.environ.get("NANOMDM_TEST_OUTPUT") or ROOT / "test-output" / "admin")
     folder.mkdir(parents=True, exist_ok=True)
     for earlier in [*folder.glob("test_*.png"), *folder.glob("test_*.log")]:

@@ -45,7 +45,7 @@ class Console:
         return self.wait_ready(page)
 
     def wait_ready(self, page: str) -> WebElement:
-        """``main#page`` once ``page`` finished rendering; a page in error fails with its message."""
+        """``main#page`` once ``page`` rendered its data; a page in error fails with its text."""
         main = self.wait_for(
             f'main#page[data-page="{page}"][data-state="ready"], main#page[data-state="error"]'
         )

@@ -58,7 +58,8 @@ class Phone:
     def enroll_user(self, short_name: str, long_name: str) -> "Phone":
         """A user channel on this device, enrolled with TokenUpdate."""
         channel = self.channel.user_channel(user_short_name=short_name)
-        user = Phone(replace(channel, enrollment=replace(channel.enrollment, user_long_name=long_name)))
+        enrollment = replace(channel.enrollment, user_long_name=long_name)
+        user = Phone(replace(channel, enrollment=enrollment))
         user.send(user.channel.prepare_token_update())
         return user
 

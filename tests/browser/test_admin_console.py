@@ -49,7 +49,8 @@ def test_enter_key_open_device_enqueue_and_see_its_answer(anonymous_console, ser
     console.find("input#api-key").send_keys(API_KEY)
     console.find("form#key-form [type=submit]").click()
     console.wait_ready("overview")
-    assert console.driver.execute_script("return sessionStorage.getItem('nanomdm-api-key')") == API_KEY
+    stored = console.driver.execute_script("return sessionStorage.getItem('nanomdm-api-key')")
+    assert stored == API_KEY
     assert API_KEY not in console.driver.current_url
     assert console.driver.get_cookies() == []
 
@@ -74,7 +75,7 @@ def test_enter_key_open_device_enqueue_and_see_its_answer(anonymous_console, ser
     console.visit(enrollment_route(phone.id), "enrollment")
     history = f'table#history tr[data-command-uuid="{command_uuid}"]'
     assert console.text(f"{history} td.status") == "Acknowledged"
-    console.find(f"{history} details > summary").click()
+    console.open_all_details()
     result = console.find(f"{history} table.result")
     assert "DeviceName" in result.text and "Ada's MacBook" in result.text
 
@@ -104,7 +105,8 @@ def test_hostile_device_data_stays_text(console, fleet):
     seen = console.visible_text()
     assert HOSTILE_NAME in seen  # the serial number and the DeviceInformation answer
     assert HOSTILE_SCRIPT in seen  # the OSVersion answer and the ErrorChain
-    history = console.find(f'table#history tr[data-command-uuid="{fleet.hostile_commands["ProfileList"]}"]')
+    failed = fleet.hostile_commands["ProfileList"]
+    history = console.find(f'table#history tr[data-command-uuid="{failed}"]')
     assert history.find_element(By.CSS_SELECTOR, "td.status").text == "Error"
     assert HOSTILE_SCRIPT in history.find_element(By.CSS_SELECTOR, ".error-chain").text
     console.screenshot("enrollment-hostile")
@@ -157,7 +159,8 @@ def test_overview_shows_server_and_push_cert_expiry(console, server):
     assert version in console.text("#version")
     assert "sqlite" in console.text("#storage")
     assert console.find_all("table#enrollment-counts")
-    assert "warning" not in console.find(f'table#pushcert-expiry tr[data-topic="{DEFAULT_TOPIC}"]').get_attribute("class")
+    dev = console.find(f'table#pushcert-expiry tr[data-topic="{DEFAULT_TOPIC}"]')
+    assert "warning" not in dev.get_attribute("class").split()
     near = console.find(f'table#pushcert-expiry tr[data-topic="{NEAR_TOPIC}"]')
     assert "warning" in near.get_attribute("class").split()
     assert "expires in 10 days" in near.text
@@ -169,7 +172,9 @@ def test_device_search_finds_by_serial_number(console, fleet):
     search.send_keys(fleet.plain.serial_number, Keys.ENTER)
     console.wait_for(row(fleet.plain.id))
     console.wait_gone(row(fleet.hostile.id))
-    assert console.find_all(f"table#devices tr[data-enrollment-id]") == console.find_all(row(fleet.plain.id))
+    assert console.find_all("table#devices tr[data-enrollment-id]") == console.find_all(
+        row(fleet.plain.id)
+    )
 
 
 def test_erase_device_needs_the_typed_enrollment_id(console, server, ca):
