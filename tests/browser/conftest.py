@@ -90,7 +90,13 @@ def fleet(server, ca) -> Fleet:
 
 
 @pytest.fixture(scope="session")
-def chromium(tmp_path_factory):
+def downloads(tmp_path_factory) -> Path:
+    """Where Chromium saves downloads."""
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="session")
+def chromium(downloads):
     """Debian's Chromium, headless; unanswered dialogs stay open so tests can see them."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
@@ -103,10 +109,8 @@ def chromium(tmp_path_factory):
     options.unhandled_prompt_behavior = "ignore"
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    downloads = tmp_path_factory.mktemp("downloads")
     driver.execute_cdp_cmd("Browser.setDownloadBehavior",
                            {"behavior": "allow", "downloadPath": str(downloads)})  # fmt: skip
-    driver.downloads = downloads
     try:
         yield driver
     finally:

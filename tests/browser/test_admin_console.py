@@ -234,15 +234,15 @@ def test_push_certificates_listed_and_uploaded(console, server, ca, tmp_path):
     assert topic in topics
 
 
-def test_enrollment_profile_preview_and_download(console, server, chromium):
+def test_enrollment_profile_preview_and_download(console, server, downloads):
     console.visit("/profile", "profile")
     Select(console.find("select#profile-topic")).select_by_value(DEFAULT_TOPIC)
     preview = console.wait_for_text("pre#profile-preview", DEFAULT_TOPIC)
     assert f"{server.url}/mdm" in preview.text
     assert "SCEP-CHALLENGE-HERE" in preview.text
     console.find("button#profile-download").click()
-    saved = chromium.downloads / "enroll.mobileconfig"
-    WebDriverWait(chromium, WAIT_SECONDS).until(lambda _: saved.exists(), "nothing downloaded")
+    saved = downloads / "enroll.mobileconfig"
+    WebDriverWait(console.driver, WAIT_SECONDS).until(lambda _: saved.exists(), "nothing downloaded")
     assert DEFAULT_TOPIC.encode() in saved.read_bytes()
 
 
