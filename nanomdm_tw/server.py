@@ -36,9 +36,11 @@ from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import EscrowKeyUnlockResource
 from .resources.health import Readiness, observability
 from .resources.channel import MDMChannel
+from .resources.enrollment_profile import EnrollmentProfileResource
 from .resources.mdm import Accepts, MDMEndpoint
 from .resources.overview import OverviewResource
 from .resources.methods import Directory, MDMServerRequest
+from .resources.render import log_plain_answer
 from .resources.version import VersionResource
 from .services.certauth import CertAuthService
 from .services.core import CoreService
@@ -76,7 +78,8 @@ class MDMSite(Site):
         self._all_closed: Deferred | None = None
 
     def log(self, request: object) -> None:
-        """Access logging happens in async_render, with trace and enrollment IDs."""
+        """A request async_render did not answer is logged here, when it finished."""
+        log_plain_answer(request)
 
     def connection_closed(self, channel: MDMChannel) -> None:
         self.connections.discard(channel)
@@ -186,8 +189,12 @@ def build_root(
         root.putChild(
             b"v1",
             build_api(
-                api_key, storage, pusher, escrow, push_certs, offload, {b"overview": overview}
-            ),
+                api_key, storage, pusher, escrow, push_certs, offload,
+                {
+                    b"overview": overview,
+                    b"enrollment-profile": EnrollmentProfileResource(settings.checkin),
+                },
+            ),  # fmt: skip
         )
         if settings.migration:
             # Check-ins from another server's export: API-authenticated, no device identity.
