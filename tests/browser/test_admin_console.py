@@ -7,6 +7,7 @@ to it, and the headers that hold it to its own origin.
 import urllib.parse
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -91,6 +92,24 @@ def test_a_wrong_key_is_refused_on_the_key_page(anonymous_console):
     console.wait_for_text("#message", "API key was refused")
     assert console.find("main#page").get_attribute("data-page") == "key"
     console.screenshot("key-refused")
+
+
+def test_keyboard_alone_reaches_a_page_with_visible_focus(console, fleet):
+    console.visit("/devices", "devices")
+    keyboard = ActionChains(console.driver)
+    for _ in range(40):  # the nav comes before the page: a few Tabs reach it
+        keyboard.send_keys(Keys.TAB).perform()
+        focused = console.driver.switch_to.active_element
+        if (focused.get_attribute("href") or "").endswith("#/pushcerts"):
+            break
+    else:
+        raise AssertionError("Tab never reached the push certificates link")
+    style, width = console.driver.execute_script(
+        "const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]"
+    )
+    assert style != "none" and width != "0px", "the focused link does not show it"
+    keyboard.send_keys(Keys.ENTER).perform()
+    console.wait_ready("pushcerts")
 
 
 def test_hostile_device_data_stays_text(console, fleet):
