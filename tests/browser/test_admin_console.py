@@ -105,7 +105,8 @@ def test_keyboard_alone_reaches_a_page_with_visible_focus(console, fleet):
     else:
         raise AssertionError("Tab never reached the push certificates link")
     style, width = console.driver.execute_script(
-        "const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]"
+        "const style = getComputedStyle(document.activeElement);"
+        "return [style.outlineStyle, style.outlineWidth]"
     )
     assert style != "none" and width != "0px", "the focused link does not show it"
     keyboard.send_keys(Keys.ENTER).perform()
@@ -261,7 +262,7 @@ def test_enrollment_profile_preview_and_download(console, server, downloads):
     assert "SCEP-CHALLENGE-HERE" in preview.text
     console.find("button#profile-download").click()
     saved = downloads / "enroll.mobileconfig"
-    WebDriverWait(console.driver, WAIT_SECONDS).until(lambda _: saved.exists(), "nothing downloaded")
+    WebDriverWait(console.driver, WAIT_SECONDS).until(lambda _: saved.exists(), "no download")
     assert DEFAULT_TOPIC.encode() in saved.read_bytes()
 
 
