@@ -34,9 +34,11 @@ from .resources.authproxy import AuthProxyResource
 from .resources.admin import AdminResource
 from .resources.api import APIGuard, Pusher, build_api
 from .resources.escrow import EscrowKeyUnlockResource
-from .resources.health import observability
+from .resources.health import Readiness, observability
 from .resources.channel import MDMChannel
+from .resources.enrollment_profile import EnrollmentProfileResource
 from .resources.mdm import Accepts, MDMEndpoint
+from .resources.overview import OverviewResource
 from .resources.methods import Directory, MDMServerRequest
 from .resources.version import VersionResource
 from .services.certauth import CertAuthService
@@ -139,8 +141,12 @@ def build_root(
     integrations: Integrations | None = None,
     push_certs: IPushCertStore | None = None,
     offload: Offload | None = None,
+    readiness: Readiness | None = None,
 ) -> Resource:
-    """``offload``: where big bodies are decoded (None: on the reactor, as tests may)."""
+    """
+    ``offload``: where big bodies are decoded (None: on the reactor, as tests
+    may); ``readiness``: the check ``/readyz`` makes, shared by the overview.
+    """
     root = Directory()
     root.putChild(b"version", VersionResource())
     if not settings.disable_mdm:
@@ -172,7 +178,22 @@ def build_root(
             settings.apns_ca_pem(),
             settings.http_timeout,
         )
-        root.putChild(b"v1", build_api(api_key, storage, pusher, escrow, push_certs, offload))
+        overview = OverviewResource(
+            storage,
+            readiness or Readiness(lambda: storage, reactor),
+            settings.storage.name,
+            webhook_configured=bool(settings.webhook_url),
+        )
+        root.putChild(
+            b"v1",
+            build_api(
+                api_key, storage, pusher, escrow, push_certs, offload,
+                {
+                    b"overview": overview,
+                    b"enrollment-profile": EnrollmentProfileResource(settings.checkin),
+                },
+            ),  # fmt: skip
+        )
         if settings.migration:
             # Check-ins from another server's export: API-authenticated, no device identity.
             migration_chain = build_service_chain(
@@ -212,6 +233,7 @@ class NanoMDMService(Service):
         self.integrations: Integrations | None = None
         self.pruners: list[HistoryPruner] = []
         self.offload = Offload(reactor)
+        self.readiness = Readiness(lambda: self.storage, reactor)
 
     def startService(self) -> None:
         super().startService()
@@ -263,7 +285,7 @@ class NanoMDMService(Service):
                 count=settings.workers,
                 folder=self._metrics_folder,
             )
-        observing = observability(lambda: self.storage, self._reactor)
+        observing = observability(self.readiness)
         if settings.metrics_listen and self._first_process:
             # Before storage opens: /healthz answers, /readyz says why not yet.
             self.metrics_port = await self._listen_for_metrics(observing)
@@ -312,6 +334,7 @@ class NanoMDMService(Service):
             self.integrations,
             push_certs=self.push_service,
             offload=self.offload,
+            readiness=self.readiness,
         )
         if not settings.metrics_listen:
             for name, resource in observing.items():

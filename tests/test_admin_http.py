@@ -37,15 +37,18 @@ CONSOLE_HEADERS = {
 }
 
 
-def raw_request(url: str, target: bytes, method: bytes = b"GET") -> tuple[int, dict, bytes]:
+def raw_request(
+    url: str, target: bytes, method: bytes = b"GET", request_headers: bytes = b"Host: x\r\n"
+) -> tuple[int, dict, bytes]:
     """
-    Send ``target`` byte for byte (clients would tidy ``..`` away first);
-    the status, headers (lower-case names) and body.
+    Send ``target`` (and ``request_headers``) byte for byte (clients would tidy ``..``
+    away first); the status, headers (lower-case names) and body.
     """
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as connection:
         connection.sendall(
-            method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            method + b" " + target + b" HTTP/1.1\r\n"
+            + request_headers + b"Connection: close\r\n\r\n"
         )
         answer = b""
         while chunk := connection.recv(65536):
@@ -56,7 +59,18 @@ def raw_request(url: str, target: bytes, method: bytes = b"GET") -> tuple[int, d
     for line in lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = dechunked(body)
     return int(status_line.split()[1]), headers, body
+
+
+def dechunked(body: bytes) -> bytes:
+    whole = b""
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        if int(size, 16) == 0:
+            return whole
+        whole, body = whole + body[: int(size, 16)], body[int(size, 16) + 2 :]
 
 
 async def fetch(server, target: bytes, method: bytes = b"GET") -> tuple[int, dict, bytes]:

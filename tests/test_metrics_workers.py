@@ -6,6 +6,7 @@ other, so the test knows which process answered what.
 """
 
 import base64
+import json
 import os
 import re
 import signal
@@ -116,5 +117,36 @@ def test_metrics_listen_with_workers(tmp_path: Path) -> None:
             assert status_of(f"http://127.0.0.1:{port}/metrics") == 404
         assert bad_enqueues_counted(metrics_port) == 2
         assert status_of(f"http://127.0.0.1:{metrics_port}/readyz") == 200
+    finally:
+        stop(server, folder, log)
+
+
+def api_get(port: int, path: str) -> bytes:
+    credentials = base64.b64encode(f"nanomdm:{API_KEY}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": "Basic " + credentials}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.read()
+    except urllib.error.HTTPError as e:
+        return e.read()
+
+
+def test_the_overview_reports_the_sum_too(tmp_path: Path) -> None:
+    """The console's push counters are /metrics' own, whichever process answers."""
+    port = free_port()
+    server, worker, folder, log = start(tmp_path, port)
+    try:
+        with frozen(worker):
+            for _ in range(3):
+                api_get(port, "/v1/push/UNKNOWN-ID")  # counted as no_push_info
+        with frozen(server.pid):
+            for _ in range(2):
+                api_get(port, "/v1/push/UNKNOWN-ID")
+            pushes = json.loads(api_get(port, "/v1/overview"))["pushes"]
+        assert pushes == {"no_push_info": 5}
+        with frozen(worker):
+            assert json.loads(api_get(port, "/v1/overview"))["pushes"] == {"no_push_info": 5}
     finally:
         stop(server, folder, log)

@@ -46,19 +46,40 @@ def multiprocess_folder() -> str | None:
     return os.environ.get(MULTIPROC_VARIABLE) or None
 
 
-def exposition() -> tuple[bytes, str]:
+def collecting_registry():
     """
-    (body, content type) of the Prometheus text format, for this process alone
-    or summed over every process's files.  Reads files in multi-process mode:
-    call it off the reactor thread then.
+    The registry ``/metrics`` reads: this process's, or, with ``--workers``,
+    one that adds up every process's files when collected (reading them:
+    collect off the reactor thread then).
     """
-    from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry
-    from prometheus_client import generate_latest
+    from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
     folder = multiprocess_folder()
     if folder is None:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return REGISTRY
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=folder)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
+
+
+def exposition() -> tuple[bytes, str]:
+    """(body, content type) of the Prometheus text format, as collecting_registry() counts."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(collecting_registry()), CONTENT_TYPE_LATEST
+
+
+def counter_samples() -> dict[str, list[tuple[dict[str, str], float]]]:
+    """
+    Every counter's ``_total`` samples by name, (labels, value) each, as
+    ``/metrics`` would show them; a counter not created yet is absent.
+    """
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in collecting_registry().collect():
+        if family.type != "counter":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples

@@ -333,12 +333,14 @@ def build_api(
     escrow: IResource | None = None,
     push_certs: IPushCertStore | None = None,
     offload: Offload | None = None,
+    server_state: dict[bytes, IResource] | None = None,
 ) -> APIGuard:
     """
     The ``/v1`` tree behind its Basic-auth guard.
 
     ``push_certs``: where uploads go (the push service, which then drops the
-    topic's old APNs client); storage itself by default.
+    topic's old APNs client); storage itself by default.  ``server_state``:
+    children that answer from the server's settings (the overview).
     """
     v1 = Directory()
     if escrow is not None:
@@ -353,4 +355,6 @@ def build_api(
     v1.putChild(b"catalogue", CatalogueResource())
     if pusher is not None:
         v1.putChild(b"push", PushResource(pusher))
+    for name, child in (server_state or {}).items():
+        v1.putChild(name, child)
     return APIGuard(api_key, v1)

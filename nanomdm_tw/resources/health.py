@@ -52,31 +52,31 @@ class HealthResource(Resource):
         return b"ok\n"
 
 
-class ReadinessResource(Resource):
-    isLeaf = True
+class Readiness:
+    """
+    Whether storage answers: for ``/readyz`` and the console's overview alike,
+    one ping at a time however many ask.
+    """
+
     _log = Logger()
 
     def __init__(
-        self, storage: Callable[[], IStorage | None], clock, timeout: float = READY_TIMEOUT
+        self, storage: Callable[[], IStorage | None], clock=None, timeout: float = READY_TIMEOUT
     ):
-        """``storage``: the open storage, or None while the server is still starting."""
-        super().__init__()
+        """
+        ``storage``: the open storage, or None while the server is still
+        starting; ``clock``: the global reactor unless given.
+        """
+        if clock is None:
+            from twisted.internet import reactor as clock
         self._storage = storage
         self._clock = clock
         self._timeout = timeout
         self._waiting: list[Deferred] | None = None  # None: no ping running
         self._ready = True  # as last reported: the log notes changes only
 
-    @async_render
-    async def render_GET(self, request: Request) -> bytes:
-        reason = await self._not_ready_because()
-        request.setHeader(b"content-type", TEXT)
-        if reason is None:
-            return b"ok\n"
-        request.setResponseCode(503)
-        return reason.encode("utf-8") + b"\n"
-
-    async def _not_ready_because(self) -> str | None:
+    async def not_ready_because(self) -> str | None:
+        """None when storage answered within the timeout, else a short reason."""
         storage = self._storage()
         if storage is None:
             return "starting: storage not open yet"
@@ -124,10 +124,27 @@ class ReadinessResource(Resource):
                     waiter.callback(None)
 
 
-def observability(storage: Callable[[], IStorage | None], clock) -> dict[bytes, Resource]:
+class ReadinessResource(Resource):
+    isLeaf = True
+
+    def __init__(self, readiness: Readiness):
+        super().__init__()
+        self._readiness = readiness
+
+    @async_render
+    async def render_GET(self, request: Request) -> bytes:
+        reason = await self._readiness.not_ready_because()
+        request.setHeader(b"content-type", TEXT)
+        if reason is None:
+            return b"ok\n"
+        request.setResponseCode(503)
+        return reason.encode("utf-8") + b"\n"
+
+
+def observability(readiness: Readiness) -> dict[bytes, Resource]:
     """The three resources by path segment, for the main root or a listener of their own."""
     return {
         b"metrics": MetricsResource(),
         b"healthz": HealthResource(),
-        b"readyz": ReadinessResource(storage, clock),
+        b"readyz": ReadinessResource(readiness),
     }

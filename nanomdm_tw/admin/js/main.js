@@ -132,9 +132,14 @@ async function show({ reload = false, focus = false } = {}) {
     return;
   }
   if (token !== generation) return;
+  // A reload after an action replaces the control that had focus (or a disabled button
+  // dropped it): keyboard users go on from what the action said, or else the heading.
+  const active = document.activeElement;
+  const focusLost = reload && (!active || active === document.body || main.contains(active));
   fill(main, nodes);
   setState("ready");
-  if (focus) main.querySelector("h1")?.focus();
+  if (focusLost && notice.textContent) notice.focus();
+  else if (focus || focusLost) main.querySelector("h1")?.focus();
 }
 
 document.getElementById("forget-key").addEventListener("click", () => {

@@ -1,7 +1,7 @@
 // The API key, typed once per tab: kept in sessionStorage, checked against
 // GET /v1/overview before the console goes on.
 
-import { forgetKey, getJSON, storeKey } from "../api.js";
+import { ApiError, forgetKey, getJSON, storeKey } from "../api.js";
 import { el } from "../dom.js";
 
 export const title = "API key";
@@ -28,12 +28,15 @@ export async function render(context) {
     try {
       await getJSON("/v1/overview");
     } catch (error) {
-      forgetKey();
-      submit.disabled = false;
-      context.fail(error);
-      context.setState("error");
-      input.select();
-      return;
+      // Any HTTP answer but 401 got past the key check: the next page says what failed.
+      if (!(error instanceof ApiError) || error.status === 401 || error.status === 0) {
+        forgetKey();
+        submit.disabled = false;
+        context.fail(error);
+        context.setState("error");
+        input.select();
+        return;
+      }
     }
     context.keyAccepted();
   }

@@ -114,13 +114,17 @@ export async function render() {
         ],
       ]),
     ),
-    section(
-      "Enrollments",
-      tableWrap(enrollmentCounts(overview.enrollments)),
-      el("p", {}, el("a", { href: "#/devices" }, "List the enrollments")),
+    el(
+      "div",
+      { class: "cards" },
+      section(
+        "Enrollments",
+        tableWrap(enrollmentCounts(overview.enrollments)),
+        el("p", {}, el("a", { href: "#/devices" }, "List the enrollments")),
+      ),
+      section("Pushes", pushes(overview.pushes || {})),
+      section("Webhook", webhooks(overview.webhook)),
     ),
-    section("Pushes", pushes(overview.pushes || {})),
-    section("Webhook", webhooks(overview.webhook)),
     section(
       "Push certificates",
       tableWrap(

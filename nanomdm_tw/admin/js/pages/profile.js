@@ -95,14 +95,14 @@ export async function render(context) {
       context.fail(error);
     }
   });
-  select.addEventListener("change", chooseTopic);
+  select.addEventListener("change", () => {
+    chooseTopic();
+    if (topic()) showPreview();
+  });
+  url.addEventListener("change", () => topic() && showPreview());
   chooseTopic();
   if (topics.length) {
-    fill(
-      preview,
-      (await getText(`/v1/enrollment-profile${query({ topic: topics[0], url: location.origin })}`))
-        .text,
-    );
+    fill(preview, (await fetchProfile()).text);
   } else {
     fill(preview, "No push certificate is stored: type a topic, then Show.");
   }
