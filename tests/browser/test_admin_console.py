@@ -94,6 +94,21 @@ def test_a_wrong_key_is_refused_on_the_key_page(anonymous_console):
     console.screenshot("key-refused")
 
 
+def test_a_server_gone_away_is_said_so(request, chromium, test_output, ca, tmp_path):
+    live = LiveServer(tmp_path, ca, ["-api", API_KEY])
+    live.start()
+    try:
+        console = Console(chromium, live.url, test_output, request.node.name)
+        console.start(API_KEY)
+        console.visit("/devices", "devices")
+    finally:
+        live.stop()
+    console.find('nav#nav a[href="#/overview"]').click()
+    console.wait_for_text("#message", "server did not answer")
+    assert console.find("main#page").get_attribute("data-state") == "error"
+    console.screenshot("overview-no-server")
+
+
 def test_keyboard_alone_reaches_a_page_with_visible_focus(console, fleet):
     console.visit("/devices", "devices")
     keyboard = ActionChains(console.driver)
