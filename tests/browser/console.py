@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -54,8 +54,15 @@ class Console:
         )
         return main
 
+    def until(self, condition, message: str):
+        """What ``condition(driver)`` returns once it is true; re-rendered elements are retried."""
+        wait = WebDriverWait(
+            self.driver, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(condition, message)
+
     def wait_for(self, selector: str) -> WebElement:
-        return WebDriverWait(self.driver, WAIT_SECONDS).until(
+        return self.until(
             lambda driver: _first(driver.find_elements(By.CSS_SELECTOR, selector)),
             f"nothing matched {selector}",
         )
@@ -69,12 +76,10 @@ class Console:
                     return element
             return None
 
-        return WebDriverWait(self.driver, WAIT_SECONDS).until(
-            holds, f"{selector} never said {text!r}; it says {self.text(selector)!r}"
-        )
+        return self.until(holds, f"{selector} never said {text!r}; it says {self.text(selector)!r}")
 
     def wait_gone(self, selector: str) -> None:
-        WebDriverWait(self.driver, WAIT_SECONDS).until(
+        self.until(
             lambda driver: not driver.find_elements(By.CSS_SELECTOR, selector),
             f"{selector} is still there",
         )

@@ -7,14 +7,15 @@ to it, and the headers that hold it to its own origin.
 import urllib.parse
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from nanomdm_tw.mdm.catalogue import make_command
 from nanomdm_tw.tools.sim import DEFAULT_TOPIC
 
-from .console import NARROW, WAIT_SECONDS, Console
+from .console import NARROW, Console
 from .live import API_KEY, LiveServer, http, push_cert_pem
 from .phones import HOSTILE_NAME, HOSTILE_SCRIPT, Phone
 
@@ -93,6 +94,40 @@ def test_a_wrong_key_is_refused_on_the_key_page(anonymous_console):
     console.screenshot("key-refused")
 
 
+def test_a_server_gone_away_is_said_so(request, chromium, test_output, ca, tmp_path):
+    live = LiveServer(tmp_path, ca, ["-api", API_KEY])
+    live.start()
+    try:
+        console = Console(chromium, live.url, test_output, request.node.name)
+        console.start(API_KEY)
+        console.visit("/devices", "devices")
+    finally:
+        live.stop()
+    console.find('nav#nav a[href="#/overview"]').click()
+    console.wait_for_text("#message", "server did not answer")
+    assert console.find("main#page").get_attribute("data-state") == "error"
+    console.screenshot("overview-no-server")
+
+
+def test_keyboard_alone_reaches_a_page_with_visible_focus(console, fleet):
+    console.visit("/devices", "devices")
+    keyboard = ActionChains(console.driver)
+    for _ in range(40):  # the nav comes before the page: a few Tabs reach it
+        keyboard.send_keys(Keys.TAB).perform()
+        focused = console.driver.switch_to.active_element
+        if (focused.get_attribute("href") or "").endswith("#/pushcerts"):
+            break
+    else:
+        raise AssertionError("Tab never reached the push certificates link")
+    style, width = console.driver.execute_script(
+        "const style = getComputedStyle(document.activeElement);"
+        "return [style.outlineStyle, style.outlineWidth]"
+    )
+    assert style != "none" and width != "0px", "the focused link does not show it"
+    keyboard.send_keys(Keys.ENTER).perform()
+    console.wait_ready("pushcerts")
+
+
 def test_hostile_device_data_stays_text(console, fleet):
     hostile = fleet.hostile
     console.visit(f"/devices?q={urllib.parse.quote(hostile.id)}", "devices")
@@ -142,10 +177,10 @@ def test_every_page_at_1280_and_390_without_csp_violations(console, server, flee
     console.driver.set_window_size(*NARROW)
     for route, page in pages:
         console.visit(route, page)
-        page_width = console.driver.execute_script(
-            "return document.documentElement.scrollWidth - window.innerWidth"
+        overflow = console.driver.execute_script(
+            "const page = document.documentElement; return page.scrollWidth - page.clientWidth"
         )
-        assert page_width <= 0, f"{page} scrolls sideways at {NARROW[0]} px"
+        assert overflow <= 0, f"{page} scrolls sideways at {NARROW[0]} px"
     console.visit(enrollment_route(fleet.hostile.id), "enrollment")
     console.screenshot("enrollment")
     messages = console.browser_log()
@@ -166,15 +201,27 @@ def test_overview_shows_server_and_push_cert_expiry(console, server):
     assert "expires in 10 days" in near.text
 
 
-def test_device_search_finds_by_serial_number(console, fleet):
+def test_device_search_and_type_filter(console, fleet):
     console.visit("/devices", "devices")
-    search = console.find("input#device-search")
-    search.send_keys(fleet.plain.serial_number, Keys.ENTER)
-    console.wait_for(row(fleet.plain.id))
-    console.wait_gone(row(fleet.hostile.id))
-    assert console.find_all("table#devices tr[data-enrollment-id]") == console.find_all(
-        row(fleet.plain.id)
-    )
+    console.find("input#device-search").send_keys(fleet.plain.serial_number, Keys.ENTER)
+    wait_listed(console, [fleet.plain.id])
+
+    console.find("input#device-search").clear()
+    Select(console.find("select#filter-type")).select_by_value("User")
+    console.find("form#device-filters [type=submit]").click()
+    wait_listed(console, [fleet.hostile_user.id])
+
+
+def wait_listed(console: Console, ids: list[str]) -> None:
+    """Wait until the devices table, ready, lists exactly ``ids``."""
+
+    def listed(driver) -> list[str]:
+        if not driver.find_elements(By.CSS_SELECTOR, 'main#page[data-state="ready"]'):
+            return []
+        rows = driver.find_elements(By.CSS_SELECTOR, "table#devices tr[data-enrollment-id]")
+        return [r.get_attribute("data-enrollment-id") for r in rows]
+
+    console.until(lambda driver: listed(driver) == ids, f"the list never became {ids}")
 
 
 def test_erase_device_needs_the_typed_enrollment_id(console, server, ca):
@@ -186,14 +233,14 @@ def test_erase_device_needs_the_typed_enrollment_id(console, server, ca):
     enqueue = console.find("button#enqueue")
     if enqueue.is_enabled():  # then a click must be refused with a message, not sent
         enqueue.click()
-        WebDriverWait(console.driver, WAIT_SECONDS).until(
+        console.until(
             lambda _: console.text("#message").strip(), "the click was neither refused nor sent"
         )
     assert "Queued EraseDevice" not in console.text("#notice")
     assert server.queue(phone.id) == []
 
     confirm.send_keys(phone.id[-1])
-    WebDriverWait(console.driver, WAIT_SECONDS).until(lambda _: enqueue.is_enabled())
+    console.until(lambda _: enqueue.is_enabled(), "typing the ID did not enable Enqueue")
     command_uuid = enqueue_from_form(console, "EraseDevice")
     assert [c["command_uuid"] for c in server.queue(phone.id)] == [command_uuid]
 
@@ -242,7 +289,7 @@ def test_enrollment_profile_preview_and_download(console, server, downloads):
     assert "SCEP-CHALLENGE-HERE" in preview.text
     console.find("button#profile-download").click()
     saved = downloads / "enroll.mobileconfig"
-    WebDriverWait(console.driver, WAIT_SECONDS).until(lambda _: saved.exists(), "nothing downloaded")
+    console.until(lambda _: saved.exists(), "nothing was downloaded")
     assert DEFAULT_TOPIC.encode() in saved.read_bytes()
 
 
