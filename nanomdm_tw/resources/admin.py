@@ -80,6 +80,13 @@ class AdminResource(Resource):
     def render(self, request: Request) -> bytes:
         for name, value in CONSOLE_HEADERS.items():
             request.setHeader(name, value)
+        body = self._answer(request)
+        if request.method == b"HEAD":  # the length of what GET would send, and no body
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
+
+    def _answer(self, request: Request) -> bytes:
         if request.method not in ALLOWED:
             return not_allowed(request, ALLOWED)
         if not request.postpath:  # /admin: relative links need the slash
