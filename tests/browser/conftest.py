@@ -44,19 +44,25 @@ def ca() -> DevelopmentCA:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, ca):
-    """The server with --api and the dev topic's push certificate, pushing to a fake APNs."""
-    folder = tmp_path_factory.mktemp("live")
-    apns = FakeAPNsProcess(folder, ca)
-    apns.start()
-    live = LiveServer(folder, ca, ["-api", API_KEY], apns_url=apns.url)
+def apns(tmp_path_factory, ca):
+    fake = FakeAPNsProcess(tmp_path_factory.mktemp("apns"), ca)
+    try:
+        fake.start()
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, ca, apns):
+    """The server with --api and the dev topic's push certificate, pushing to the fake APNs."""
+    live = LiveServer(tmp_path_factory.mktemp("live"), ca, ["-api", API_KEY], apns_url=apns.url)
     try:
         live.start()
         live.upload_push_cert(DEFAULT_TOPIC)
         yield live
     finally:
         live.stop()
-        apns.stop()
 
 
 @dataclass

@@ -94,6 +94,14 @@ def test_a_wrong_key_is_refused_on_the_key_page(anonymous_console):
     console.screenshot("key-refused")
 
 
+def test_push_button_reaches_apns(console, fleet, apns):
+    console.visit(enrollment_route(fleet.plain.id), "enrollment")
+    apns.pushes_received()  # counts from here
+    console.find("button#push").click()
+    console.wait_for_text("#notice", f"Pushed to {fleet.plain.id}")
+    assert apns.pushes_received() == 1
+
+
 def test_a_server_gone_away_is_said_so(request, chromium, test_output, ca, tmp_path):
     live = LiveServer(tmp_path, ca, ["-api", API_KEY])
     live.start()
