@@ -79,6 +79,7 @@ def test_enter_key_open_device_enqueue_and_see_its_answer(anonymous_console, ser
     console.open_all_details()
     result = console.find(f"{history} table.result")
     assert "DeviceName" in result.text and "Ada's MacBook" in result.text
+    console.screenshot("enrollment-answered")
 
     console.visit(f"/command/{command_uuid}", "command")
     assert console.text(f"table#fanout {row(phone.id)} td.status") == "Acknowledged"
