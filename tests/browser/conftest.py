@@ -151,3 +151,21 @@ def console(request, chromium, server, test_output):
 @pytest.fixture
 def anonymous_console(request, chromium, server, test_output):
     yield from _console(request, chromium, server, test_output, None)
+
+
+@pytest.fixture
+def own_server(request, chromium, test_output, ca, tmp_path):
+    """``own_server(*flags)``: a server of this test's own with --api, and the console on it."""
+    started: list[LiveServer] = []
+
+    def start(*flags: str) -> tuple[LiveServer, Console]:
+        live = LiveServer(tmp_path, ca, ["-api", API_KEY, *flags])
+        started.append(live)
+        live.start()
+        page = Console(chromium, live.url, test_output, request.node.name)
+        page.start(API_KEY)
+        return live, page
+
+    yield start
+    for live in started:
+        live.stop()

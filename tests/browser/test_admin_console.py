@@ -4,6 +4,8 @@ devices: what an administrator does with it, what a hostile device cannot do
 to it, and the headers that hold it to its own origin.
 """
 
+import sqlite3
+from contextlib import closing
 import urllib.parse
 
 import pytest
@@ -103,19 +105,29 @@ def test_push_button_reaches_apns(console, fleet, apns):
     assert apns.pushes_received() == 1
 
 
-def test_a_server_gone_away_is_said_so(request, chromium, test_output, ca, tmp_path):
-    live = LiveServer(tmp_path, ca, ["-api", API_KEY])
-    live.start()
-    try:
-        console = Console(chromium, live.url, test_output, request.node.name)
-        console.start(API_KEY)
-        console.visit("/devices", "devices")
-    finally:
-        live.stop()
+def test_a_server_gone_away_is_said_so(own_server):
+    live, console = own_server()
+    console.visit("/devices", "devices")
+    live.stop()
     console.find('nav#nav a[href="#/overview"]').click()
     console.wait_for_text("#message", "server did not answer")
     assert console.find("main#page").get_attribute("data-state") == "error"
     console.screenshot("overview-no-server")
+
+
+def test_a_locked_database_is_said_so(own_server, ca):
+    """A write that waits past --storage-timeout is a 503: the page says storage is busy."""
+    live, console = own_server("-storage-timeout", "1s")
+    phone = Phone.create(live.url, ca).enroll()
+    console.visit(enrollment_route(phone.id), "enrollment")
+    Select(console.find("select#command-type")).select_by_value("ProfileList")
+    database = live.folder / "db" / "nanomdm.sqlite3"
+    with closing(sqlite3.connect(database, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")  # the write lock, held by someone else
+        console.find("button#enqueue").click()
+        console.wait_for_text("#message", "storage is busy or down")
+        db.execute("ROLLBACK")
+    console.screenshot("enrollment-storage-busy")
 
 
 def test_keyboard_alone_reaches_a_page_with_visible_focus(console, fleet):
