@@ -5,8 +5,8 @@ to it, and the headers that hold it to its own origin.
 """
 
 import sqlite3
-from contextlib import closing
 import urllib.parse
+from contextlib import closing
 
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
