@@ -40,6 +40,7 @@ from .resources.enrollment_profile import EnrollmentProfileResource
 from .resources.mdm import Accepts, MDMEndpoint
 from .resources.overview import OverviewResource
 from .resources.methods import Directory, MDMServerRequest
+from .resources.render import log_plain_answer
 from .resources.version import VersionResource
 from .services.certauth import CertAuthService
 from .services.core import CoreService
@@ -77,7 +78,8 @@ class MDMSite(Site):
         self._all_closed: Deferred | None = None
 
     def log(self, request: object) -> None:
-        """Access logging happens in async_render, with trace and enrollment IDs."""
+        """A request async_render did not answer is logged here, when it finished."""
+        log_plain_answer(request)
 
     def connection_closed(self, channel: MDMChannel) -> None:
         self.connections.discard(channel)

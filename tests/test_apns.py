@@ -231,3 +231,18 @@ async def test_push_timed_out_in_the_queue_is_never_sent(fake, make_client):
 
     assert result.status == 200
     assert [r.token_hex for r in fake.requests] == [token(1).hex(), token(3).hex()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_lived_connection_forgets_old_closed_streams(fake, make_client):
+    client = make_client()
+
+    for batch in range(3):
+        pushes = [(token(n), f"m{n}") for n in range(batch * 1000, (batch + 1) * 1000)]
+        results = await client.push_many(pushes, TOPIC)
+        assert [r.status for r in results] == [200] * 1000
+
+    assert client.connections_made == 1
+    h2 = client._connection._h2
+    # 3,000 streams closed on one connection; only the newest are remembered.
+    assert len(h2._closed_streams) == h2.MAX_CLOSED_STREAMS == 2048

@@ -7,6 +7,8 @@ oversized upload costs no memory, and ``read_body`` then answers 413.
 The default is generous: InstalledApplicationList results can be large.
 """
 
+import time
+
 from twisted.web.server import Request
 
 from ..errors import HTTPStatusError
@@ -17,12 +19,14 @@ DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 class LimitedRequest(Request):
     body_too_large = False
     received = 0  # bytes of body so far: its length once rendering starts
+    arrived = 0.0  # time.monotonic() when its headers were in
 
     def _limit(self) -> int:
         site = getattr(self.channel, "site", None)
         return getattr(site, "max_body_size", DEFAULT_MAX_BODY_SIZE)
 
     def gotLength(self, length: int | None) -> None:
+        self.arrived = time.monotonic()
         if length is not None and length > self._limit():
             self.body_too_large = True
             length = 0  # keep an empty in-memory buffer, never a temp file

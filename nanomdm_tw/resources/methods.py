@@ -12,11 +12,8 @@ import functools
 
 from twisted.web.resource import Resource
 
-from ..logs import make_logger
-from ..mdm.request import new_trace_id
 from .body import LimitedRequest
 
-_log = make_logger("nanomdm_tw.request")
 
 NOT_ALLOWED_BODY = b"Method Not Allowed\n"
 NOT_FOUND_BODY = b"404 page not found\n"
@@ -92,9 +89,3 @@ class MDMServerRequest(LimitedRequest):
         self.setHeader(b"content-length", b"%d" % len(body))
         self.write(body)
         self.finish()
-        _log.info(
-            "{method} {path} 405 method not allowed enrollment_id=- trace_id={trace_id}",
-            method=self.method.decode("ascii", "replace"),
-            path=self.path.decode("utf-8", "replace"),
-            trace_id=new_trace_id(),
-        )

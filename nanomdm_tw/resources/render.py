@@ -26,6 +26,7 @@ from ..errors import HTTPStatusError, StorageBusy
 from ..logs import make_logger
 from ..mdm.request import new_trace_id
 from ..metrics import server_metrics
+from .body import LimitedRequest
 
 _log = make_logger("nanomdm_tw.request")
 
@@ -107,21 +108,39 @@ class _Answer:
         self.log()
 
     def log(self, _: object = None) -> None:
-        request = self.request
-        context = request.nanomdm_context
-        status = request.code if not self.gone else "disconnected"
-        seconds = time.monotonic() - self.started
-        server_metrics().request_answered(request, status, seconds)
-        fields = dict(
-            method=request.method.decode("ascii", "replace"),
-            path=request.path.decode("utf-8", "replace"),
-            status=status,
-            outcome=context.get("error") or context.get("outcome", "-"),
-            enrollment_id=context["enrollment_id"],
-            trace_id=context["trace_id"],
-            duration_ms=seconds * 1000,
-        )
-        _log.info("{request_line}", request_line=REQUEST_LINE.format(**fields), **fields)
+        status = self.request.code if not self.gone else "disconnected"
+        log_answer(self.request, status, time.monotonic() - self.started)
+
+
+def log_answer(request: Request, status: int | str, seconds: float) -> None:
+    """The request's one log event, and its count in the metrics."""
+    context = request.nanomdm_context
+    server_metrics().request_answered(request, status, seconds)
+    fields = dict(
+        method=request.method.decode("ascii", "replace"),
+        path=request.path.decode("utf-8", "replace"),
+        status=status,
+        outcome=context.get("error") or context.get("outcome", "-"),
+        enrollment_id=context["enrollment_id"],
+        trace_id=context["trace_id"],
+        duration_ms=seconds * 1000,
+    )
+    _log.info("{request_line}", request_line=REQUEST_LINE.format(**fields), **fields)
+
+
+def log_plain_answer(request: Request) -> None:
+    """
+    The event for a request answered outside ``async_render`` (a 401 from
+    the API guard, a 404, a 405, the console's files), once it finished.
+    """
+    if hasattr(request, "nanomdm_context") or not isinstance(request, LimitedRequest):
+        return  # async_render's own (it logs when the answer is written), or not ours
+    request.nanomdm_context = {
+        "trace_id": new_trace_id(),
+        "enrollment_id": "-",
+        "outcome": request.code_message.decode("ascii", "replace").lower(),
+    }
+    log_answer(request, request.code, time.monotonic() - request.arrived)
 
 
 def async_render(handler: Handler) -> Callable[[object, Request], object]:

@@ -211,7 +211,7 @@ export function enqueueForm(enrollmentId, catalogue, context) {
   const confirmBox = el(
     "fieldset",
     { class: "destructive", hidden: true },
-    el("legend", {}, "This command erases or locks out the device"),
+    el("legend", {}, "This command deletes data on the device for good"),
     el(
       "label",
       { for: "confirm-destructive" },

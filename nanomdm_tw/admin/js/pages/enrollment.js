@@ -11,22 +11,23 @@ import { resultDetails, resultView } from "../plist.js";
 
 export const title = "Enrollment";
 
-const HISTORY_LIMIT = 200;
+const HISTORY_SHOWN = 200;
+const HISTORY_PAGES = 10; // of 1000: the newest of at most 10,000 are found
 const EAGER_RESULTS = 25; // results fetched with the page; older ones when opened
 const DELIVERY_PAGES = 20;
 
-/** This enrollment's delivery of a command: its status and result. */
-async function deliveryOf(commandUuid, enrollmentId) {
+/** This enrollment's delivery of a queued command: its status and result. */
+async function deliveryOf(queued, enrollmentId) {
   let cursor;
   for (let page = 0; page < DELIVERY_PAGES; page++) {
     const command = await getJSON(
-      `/v1/commands/${segment(commandUuid)}${query({ limit: 1000, cursor })}`,
+      `/v1/commands/${segment(queued.command_uuid)}${query({ limit: 1000, cursor })}`,
     );
     const found = command.deliveries.find((d) => d.id === enrollmentId);
-    if (found || !command.next_cursor) return found || null;
+    if (found || !command.next_cursor) return found || queued;
     cursor = command.next_cursor;
   }
-  return null;
+  throw new Error(`not among the command's first ${DELIVERY_PAGES * 1000} deliveries`);
 }
 
 function factsList(enrollment) {
@@ -192,6 +193,29 @@ function queueSection(enrollmentId, queue, context) {
   );
 }
 
+/**
+ * The enrollment's whole queue history (?all=1, oldest first), page after page:
+ * {commands: the newest HISTORY_SHOWN, newest first, total, complete}.
+ */
+async function loadHistory(queuePath) {
+  let commands = [];
+  let cursor;
+  let pages = 0;
+  do {
+    const page = await getJSON(`${queuePath}${query({ all: 1, limit: 1000, cursor })}`);
+    commands = commands.concat(page.commands);
+    cursor = page.next_cursor;
+  } while (cursor && ++pages < HISTORY_PAGES);
+  const newestFirst = commands.reverse();
+  // Priority orders the queue first: newest by enqueue time, queue order breaking ties.
+  newestFirst.sort((a, b) => (b.enqueued_at || "").localeCompare(a.enqueued_at || ""));
+  return {
+    commands: newestFirst.slice(0, HISTORY_SHOWN),
+    total: commands.length,
+    complete: !cursor,
+  };
+}
+
 /** A history row's result: fetched now (`eager`) or when its details are first opened. */
 async function resultCell(command, enrollmentId, eager, open) {
   if (!command.status)
@@ -202,7 +226,7 @@ async function resultCell(command, enrollmentId, eager, open) {
     );
   if (eager) {
     try {
-      const delivery = (await deliveryOf(command.command_uuid, enrollmentId)) || command;
+      const delivery = await deliveryOf(command, enrollmentId);
       return el("td", { class: "result-cell" }, resultDetails(delivery, open));
     } catch (error) {
       return el("td", { class: "result-cell failed" }, `Result not loaded: ${error.message}`);
@@ -219,7 +243,7 @@ async function resultCell(command, enrollmentId, eager, open) {
     if (!details.open || loaded) return;
     loaded = true;
     try {
-      fill(body, resultView((await deliveryOf(command.command_uuid, enrollmentId)) || command));
+      fill(body, resultView(await deliveryOf(command, enrollmentId)));
     } catch (error) {
       loaded = false;
       fill(body, el("p", { class: "failed" }, `Result not loaded: ${error.message}`));
@@ -230,7 +254,7 @@ async function resultCell(command, enrollmentId, eager, open) {
 
 async function historySection(enrollmentId, history) {
   const headers = ["Command", "Request type", "Status", "Enqueued", "Reported", "Result"];
-  const newestFirst = [...history.commands].reverse();
+  const newestFirst = history.commands;
   // The newest answers come with the page (the newest one open); older ones on demand.
   const answered = newestFirst.filter((command) => command.status).slice(0, EAGER_RESULTS);
   const rows = await Promise.all(
@@ -254,8 +278,8 @@ async function historySection(enrollmentId, history) {
     el(
       "p",
       {},
-      history.next_cursor
-        ? `The first ${HISTORY_LIMIT} commands, newest first.`
+      history.total > newestFirst.length || !history.complete
+        ? `The newest ${newestFirst.length} of ${history.total}${history.complete ? "" : "+"} commands queued to this enrollment.`
         : "Every command queued to this enrollment, newest first.",
     ),
     tableWrap(
@@ -297,7 +321,7 @@ export async function render(context) {
   const [enrollment, queue, history, catalogue] = await Promise.all([
     getJSON(`/v1/enrollments/${segment(id)}`),
     getJSON(queuePath),
-    getJSON(`${queuePath}${query({ all: 1, limit: HISTORY_LIMIT })}`),
+    loadHistory(queuePath),
     // Without the catalogue the page still shows everything but the enqueue form.
     getJSON("/v1/catalogue").catch((error) => ({ error })),
   ]);
