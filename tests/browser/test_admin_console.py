@@ -233,6 +233,16 @@ def test_device_search_and_type_filter(console, fleet):
     wait_listed(console, [fleet.hostile_user.id])
 
 
+def test_devices_page_by_page(own_server, ca):
+    live, console = own_server()
+    ids = sorted(Phone.create(live.url, ca).enroll().id for _ in range(51))
+    console.visit("/devices", "devices")
+    wait_listed(console, ids[:50])
+    assert "50" in console.text("#device-count")
+    console.find("button#next-page").click()
+    wait_listed(console, ids[50:])
+
+
 def wait_listed(console: Console, ids: list[str]) -> None:
     """Wait until the devices table, ready, lists exactly ``ids``."""
 
