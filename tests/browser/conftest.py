@@ -44,19 +44,25 @@ def ca() -> DevelopmentCA:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, ca):
-    """The server with --api and the dev topic's push certificate, pushing to a fake APNs."""
-    folder = tmp_path_factory.mktemp("live")
-    apns = FakeAPNsProcess(folder, ca)
-    apns.start()
-    live = LiveServer(folder, ca, ["-api", API_KEY], apns_url=apns.url)
+def apns(tmp_path_factory, ca):
+    fake = FakeAPNsProcess(tmp_path_factory.mktemp("apns"), ca)
+    try:
+        fake.start()
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, ca, apns):
+    """The server with --api and the dev topic's push certificate, pushing to the fake APNs."""
+    live = LiveServer(tmp_path_factory.mktemp("live"), ca, ["-api", API_KEY], apns_url=apns.url)
     try:
         live.start()
         live.upload_push_cert(DEFAULT_TOPIC)
         yield live
     finally:
         live.stop()
-        apns.stop()
 
 
 @dataclass
@@ -145,3 +151,21 @@ def console(request, chromium, server, test_output):
 @pytest.fixture
 def anonymous_console(request, chromium, server, test_output):
     yield from _console(request, chromium, server, test_output, None)
+
+
+@pytest.fixture
+def own_server(request, chromium, test_output, ca, tmp_path):
+    """``own_server(*flags)``: a server of this test's own with --api, and the console on it."""
+    started: list[LiveServer] = []
+
+    def start(*flags: str) -> tuple[LiveServer, Console]:
+        live = LiveServer(tmp_path, ca, ["-api", API_KEY, *flags])
+        started.append(live)
+        live.start()
+        page = Console(chromium, live.url, test_output, request.node.name)
+        page.start(API_KEY)
+        return live, page
+
+    yield start
+    for live in started:
+        live.stop()

@@ -158,6 +158,7 @@ class FakeAPNsProcess:
     folder: Path
     ca: DevelopmentCA
     port: int = field(default_factory=free_port)
+    control_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
     @property
@@ -167,14 +168,18 @@ class FakeAPNsProcess:
     def start(self) -> None:
         folder = self.folder / "apns-ca"
         self.ca.save(folder)
-        control = free_port()
         with open(self.folder / "fake-apns.log", "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nanomdm_tw.tools.fake_apns", "--ca", str(folder),
-                 "--port", str(self.port), "--control-port", str(control)],
+                 "--port", str(self.port), "--control-port", str(self.control_port)],
                 stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
             )  # fmt: skip
-        _wait_for_control(control, self.process)
+        _wait_for_control(self.control_port, self.process)
+
+    def pushes_received(self) -> int:
+        """Pushes received since the previous call (the fake counts from its control port)."""
+        answer = http("GET", f"http://127.0.0.1:{self.control_port}/")
+        return int(answer.json()["received"])
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

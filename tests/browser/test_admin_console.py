@@ -4,7 +4,9 @@ devices: what an administrator does with it, what a hostile device cannot do
 to it, and the headers that hold it to its own origin.
 """
 
+import sqlite3
 import urllib.parse
+from contextlib import closing
 
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
@@ -79,6 +81,7 @@ def test_enter_key_open_device_enqueue_and_see_its_answer(anonymous_console, ser
     console.open_all_details()
     result = console.find(f"{history} table.result")
     assert "DeviceName" in result.text and "Ada's MacBook" in result.text
+    console.screenshot("enrollment-answered")
 
     console.visit(f"/command/{command_uuid}", "command")
     assert console.text(f"table#fanout {row(phone.id)} td.status") == "Acknowledged"
@@ -94,19 +97,37 @@ def test_a_wrong_key_is_refused_on_the_key_page(anonymous_console):
     console.screenshot("key-refused")
 
 
-def test_a_server_gone_away_is_said_so(request, chromium, test_output, ca, tmp_path):
-    live = LiveServer(tmp_path, ca, ["-api", API_KEY])
-    live.start()
-    try:
-        console = Console(chromium, live.url, test_output, request.node.name)
-        console.start(API_KEY)
-        console.visit("/devices", "devices")
-    finally:
-        live.stop()
+def test_push_button_reaches_apns(console, fleet, apns):
+    console.visit(enrollment_route(fleet.plain.id), "enrollment")
+    apns.pushes_received()  # counts from here
+    console.find("button#push").click()
+    console.wait_for_text("#notice", f"Pushed to {fleet.plain.id}")
+    assert apns.pushes_received() == 1
+
+
+def test_a_server_gone_away_is_said_so(own_server):
+    live, console = own_server()
+    console.visit("/devices", "devices")
+    live.stop()
     console.find('nav#nav a[href="#/overview"]').click()
     console.wait_for_text("#message", "server did not answer")
     assert console.find("main#page").get_attribute("data-state") == "error"
     console.screenshot("overview-no-server")
+
+
+def test_a_locked_database_is_said_so(own_server, ca):
+    """A write that waits past --storage-timeout is a 503: the page says storage is busy."""
+    live, console = own_server("-storage-timeout", "1s")
+    phone = Phone.create(live.url, ca).enroll()
+    console.visit(enrollment_route(phone.id), "enrollment")
+    Select(console.find("select#command-type")).select_by_value("ProfileList")
+    database = live.folder / "db" / "nanomdm.sqlite3"
+    with closing(sqlite3.connect(database, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")  # the write lock, held by someone else
+        console.find("button#enqueue").click()
+        console.wait_for_text("#message", "storage is busy or down")
+        db.execute("ROLLBACK")
+    console.screenshot("enrollment-storage-busy")
 
 
 def test_keyboard_alone_reaches_a_page_with_visible_focus(console, fleet):
@@ -210,6 +231,16 @@ def test_device_search_and_type_filter(console, fleet):
     Select(console.find("select#filter-type")).select_by_value("User")
     console.find("form#device-filters [type=submit]").click()
     wait_listed(console, [fleet.hostile_user.id])
+
+
+def test_devices_page_by_page(own_server, ca):
+    live, console = own_server()
+    ids = sorted(Phone.create(live.url, ca).enroll().id for _ in range(51))
+    console.visit("/devices", "devices")
+    wait_listed(console, ids[:50])
+    assert "50" in console.text("#device-count")
+    console.find("button#next-page").click()
+    wait_listed(console, ids[50:])
 
 
 def wait_listed(console: Console, ids: list[str]) -> None:
