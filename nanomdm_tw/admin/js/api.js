@@ -77,7 +77,7 @@ async function failure(response, method, path) {
   }
   if (response.status === 503) {
     return new ApiError(
-      `The server's storage is busy or down (503)${said ? `: ${said}` : ""}. Try again in a moment.`,
+      `The server's storage is busy or down (503): ${said || "try again in a moment"}`,
       503,
     );
   }
