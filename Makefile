@@ -22,6 +22,7 @@ run: install
 
 test: install-test
 	scripts/ensure-databases
+	scripts/ensure-browser
 	$(PYTHON) -m pytest -q
 
 bench: install
