@@ -32,10 +32,11 @@ from . import (
     QUEUE_ERROR_UNKNOWN,
     QUEUE_ERROR_UUID_CONFLICT,
     identity_cert_pem,
-    new_stale_token,
 )
-from .interfaces import IStorage, PushCert, PushInfo, UnknownEnrollment
+from .interfaces import IStorage, UnknownEnrollment
+from .certauth_sql import SQLCertAuth
 from .inspect_sql import SQLInspection
+from .push_sql import SQLPushStore
 from .retention_sql import SQLRetention
 from .sqlbase import SQLBase, as_bytes, chunks, marks, not_idempotent, one_snapshot
 
@@ -56,8 +57,12 @@ def _empty_to_null(value: str) -> str | None:
 
 
 @implementer(IStorage)
-class SQLStorage(SQLRetention, SQLInspection, SQLBase):
-    """IStorage in NanoMDM's tables, over SQLBase's interactions (pruning: retention_sql.py)."""
+class SQLStorage(SQLPushStore, SQLCertAuth, SQLRetention, SQLInspection, SQLBase):
+    """
+    IStorage in NanoMDM's tables, over SQLBase's interactions: check-ins and
+    the queue here; push (push_sql.py), certificate authentication
+    (certauth_sql.py), pruning (retention_sql.py), inspection (inspect_sql.py).
+    """
 
     # -- check-ins --------------------------------------------------------------
 
@@ -423,7 +428,7 @@ class SQLStorage(SQLRetention, SQLInspection, SQLBase):
             self._execute(txn, f"DELETE FROM {table} WHERE {of_ids}", ids)
         self._collect_commands(txn, command_uuids)
 
-    # -- bootstrap token, tally, push ----------------------------------------
+    # -- bootstrap token, tally ------------------------------------------------
 
     def store_bootstrap_token(
         self, request: MDMRequest, message: SetBootstrapToken
@@ -455,121 +460,6 @@ class SQLStorage(SQLRetention, SQLInspection, SQLBase):
             (enrollment_id,),
         )
         return 0 if row is None else int(row[0])
-
-    async def retrieve_push_info(self, enrollment_ids: list[str]) -> dict[str, PushInfo]:
-        if not enrollment_ids:
-            return {}
-        rows = await self._interact(self._push_info_rows, list(enrollment_ids))
-        return {
-            row[0]: PushInfo(
-                enrollment_id=row[0],
-                topic=row[1],
-                push_magic=row[2],
-                token=bytes.fromhex(row[3]),
-            )
-            for row in rows
-        }
-
-    def _push_info_rows(self, txn, ids: list[str]) -> list:
-        rows = []
-        for chunk in chunks(ids):
-            rows += self._all(
-                txn,
-                "SELECT id, topic, push_magic, token_hex FROM enrollments "
-                f"WHERE id IN ({marks(len(chunk))}) AND enabled = TRUE",
-                chunk,
-            )
-        return rows
-
-    def store_push_cert(self, topic: str, cert_pem: bytes, key_pem: bytes) -> Deferred:
-        return self._interact(
-            self._store_push_cert, topic, cert_pem.decode("ascii"), key_pem.decode("ascii")
-        )
-
-    def _store_push_cert(self, txn, topic: str, cert_pem: str, key_pem: str) -> str:
-        row = self._one(txn, "SELECT stale_token FROM push_certs WHERE topic = ?", (topic,))
-        stale_token = new_stale_token(None if row is None else row[0])
-        query = self.dialect.upsert(
-            "push_certs",
-            {"topic": "?", "cert_pem": "?", "key_pem": "?", "stale_token": "?"},
-            key=("topic",),
-            copy=("cert_pem", "key_pem", "stale_token"),
-        )
-        self._execute(txn, query, (topic, cert_pem, key_pem, stale_token))
-        return str(stale_token)
-
-    async def retrieve_push_cert(self, topic: str) -> PushCert | None:
-        row = await self._interact(
-            self._one,
-            "SELECT cert_pem, key_pem, stale_token FROM push_certs WHERE topic = ?",
-            (topic,),
-        )
-        if row is None:
-            return None
-        return PushCert(
-            topic=topic,
-            cert_pem=as_bytes(row[0]),
-            key_pem=as_bytes(row[1]),
-            stale_token=str(row[2]),
-        )
-
-    async def retrieve_push_certs(self) -> list[PushCert]:
-        rows = await self._interact(
-            self._all, "SELECT topic, cert_pem, key_pem, stale_token FROM push_certs"
-        )
-        certs = [
-            PushCert(
-                topic=topic,
-                cert_pem=as_bytes(cert_pem),
-                key_pem=as_bytes(key_pem),
-                stale_token=str(stale_token),
-            )
-            for topic, cert_pem, key_pem, stale_token in rows
-        ]
-        return sorted(certs, key=lambda cert: cert.topic)  # not the database's collation
-
-    async def is_push_cert_stale(self, topic: str, stale_token: str) -> bool:
-        row = await self._interact(
-            self._one, "SELECT stale_token FROM push_certs WHERE topic = ?", (topic,)
-        )
-        return row is None or str(row[0]) != stale_token
-
-    # -- certificate authentication -------------------------------------------
-
-    async def _exists(self, query: str, *args: Any) -> bool:
-        return await self._interact(self._one, query, args) is not None
-
-    async def has_cert_hash(self, cert_hash: str) -> bool:
-        return await self._exists(
-            "SELECT 1 FROM cert_auth_associations WHERE sha256 = ? LIMIT 1",
-            cert_hash.lower(),
-        )
-
-    async def enrollment_has_cert_hash(self, enrollment_id: str) -> bool:
-        return await self._exists(
-            "SELECT 1 FROM cert_auth_associations WHERE id = ? LIMIT 1", enrollment_id
-        )
-
-    async def is_cert_hash_associated(self, enrollment_id: str, cert_hash: str) -> bool:
-        return await self._exists(
-            "SELECT 1 FROM cert_auth_associations WHERE id = ? AND sha256 = ?",
-            enrollment_id,
-            cert_hash.lower(),
-        )
-
-    def associate_cert_hash(self, enrollment_id: str, cert_hash: str) -> Deferred:
-        query = self.dialect.upsert(
-            "cert_auth_associations", {"id": "?", "sha256": "?"}, key=("id", "sha256")
-        )
-        return self._interact(self._execute, query, (enrollment_id, cert_hash.lower()))
-
-    async def enrollment_id_for_cert_hash(self, cert_hash: str) -> str | None:
-        row = await self._interact(
-            self._one,
-            "SELECT id FROM cert_auth_associations WHERE sha256 = ? LIMIT 1",
-            (cert_hash.lower(),),
-        )
-        return None if row is None else row[0]
 
     # -- migration and diagnostics -------------------------------------------
 
