@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from ..crypto.pushcert import parse_push_certificate
+from ..crypto.pushcert import certificate_not_after, parse_push_certificate
 from ..errors import MessageError, StorageBusy
 from ..mdm.messages import Command, decode_command
 from ..offload import Offload
@@ -320,10 +320,8 @@ class PushCertResource(Resource):
         if stored is None:
             # NanoMDM answers 500 (its storage error); an unknown topic is the client's mistake.
             return json_body(request, {"error": f"no push certificate for {topic}"}, 404)
-        push_cert = parse_push_certificate(stored.cert_pem + stored.key_pem)
-        return json_body(
-            request, {"topic": topic, "not_after": rfc3339(push_cert.not_after)}
-        )
+        not_after = certificate_not_after(stored.cert_pem)
+        return json_body(request, {"topic": topic, "not_after": rfc3339(not_after)})
 
 
 def build_api(
